@@ -1,0 +1,51 @@
+"""Celery settings shared by every worker, beat and the ingress (which only publishes).
+
+The broker URL comes from REDIS_URL through shared.settings; everything else is here.
+"""
+import os
+
+from kombu import Queue
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True            # results live in Postgres, not in the broker
+
+# At-least-once: a task is acknowledged after it ran, so a killed worker's task is delivered again.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Redis redelivers unacknowledged tasks after the visibility timeout: longer than the longest task
+# (an LLM turn with tool calls stays well under 10 minutes; time limits below enforce it).
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+}
+task_time_limit = 600
+task_soft_time_limit = 540
+broker_connection_retry_on_startup = True
+
+task_queues = [Queue(name) for name in ("inbound", "outbound", "events", "scheduled")]
+task_default_queue = "inbound"
+task_create_missing_queues = False
+task_routes = {
+    "wabot.inbound.*": {"queue": "inbound"},
+    "wabot.outbound.*": {"queue": "outbound"},
+    "wabot.events.*": {"queue": "events"},
+    "wabot.scheduled.*": {"queue": "scheduled"},
+}
+
+worker_hijack_root_logger = False     # our JSON logging stays in charge
+worker_send_task_events = True        # Flower shows tasks live
+task_send_sent_event = True
+timezone = "UTC"
+enable_utc = True
+
+beat_schedule = {
+    "dispatch-due-reminders": {
+        "task": "wabot.scheduled.dispatch_reminders",
+        "schedule": float(os.environ.get("REMINDER_DISPATCH_SECONDS", "30")),
+        "options": {"queue": "scheduled", "expires": 25},
+    },
+}

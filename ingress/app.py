@@ -1,0 +1,32 @@
+"""The Flask app factory: settings and tenants are parsed once, then each small extension module is attached."""
+from __future__ import annotations
+
+from celery import Celery
+from flask import Flask
+
+from ingress import errors, health, request_context, webhooks
+from ingress.state import IngressState
+from ingress.state import init_app as init_state
+from shared.log import configure_logging
+from shared.redis_conn import redis_client
+from shared.settings import Settings, load_settings
+from shared.taskqueue import make_celery
+from shared.tenants import TenantRegistry, load_tenants
+
+
+def create_app(settings: Settings | None = None, tenants: TenantRegistry | None = None,
+               celery: Celery | None = None, configure_logs: bool = True) -> Flask:
+    settings = settings or load_settings()
+    tenants = tenants or load_tenants(settings)
+    if configure_logs:
+        configure_logging(settings.log_level)
+
+    app = Flask("wabot-ingress")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_webhook_bytes
+    init_state(app, IngressState(settings=settings, tenants=tenants, celery=celery or make_celery(settings),
+                                 redis=redis_client(settings.redis_url)))
+    request_context.init_app(app)
+    errors.init_app(app)
+    webhooks.init_app(app)
+    health.init_app(app)
+    return app

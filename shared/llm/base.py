@@ -1,0 +1,52 @@
+"""The provider interface. Messages and tool schemas use the OpenAI chat format, the lingua franca of providers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+class LLMError(Exception):
+    """A provider call failed after its retries. `retryable` says whether trying again later may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model wrote it (it may be invalid)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    finish_reason: str | None = None
+
+
+class LLMProvider(Protocol):
+    """What the conversation engine needs from a model provider."""
+
+    name: str
+    model: str
+
+    def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
+             temperature: float | None = None) -> ChatResult: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...

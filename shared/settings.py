@@ -1,0 +1,115 @@
+"""Process-wide settings, read once from the environment (and a `.env` file) into a typed object.
+
+Every ingress and worker process calls :func:`load_settings` at start-up. A missing or malformed value raises
+:class:`ConfigError` whose message names the variable, never its value.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlparse
+
+from shared.errors import ConfigError
+
+LLM_PROVIDERS = ("openai", "deepseek", "ollama", "mock")
+
+
+@dataclass(frozen=True)
+class Settings:
+    llm_provider: str
+    llm_api_key: str = field(repr=False)
+    llm_model_chat: str
+    llm_model_embed: str
+    llm_base_url: str | None
+    database_url_default: str | None = field(repr=False)
+    redis_url: str = field(repr=False)
+    infobip_base_url: str | None
+    infobip_api_key: str = field(repr=False)
+    infobip_waba_numbers: tuple[str, ...]
+    webhook_verify_token: str = field(repr=False)
+    app_port: int
+    tenants_file: str
+    log_level: str
+    max_webhook_bytes: int
+
+
+def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _require(env: Mapping[str, str], name: str, why: str) -> str:
+    value = _env(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set ({why})")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = _env(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], required: bool, why: str) -> str | None:
+    value = _require(env, name, why) if required else _env(env, name)
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes:
+        raise ConfigError(f"{name} must be a URL starting with one of: {', '.join(s + '://' for s in schemes)}")
+    return value
+
+
+def load_dotenv_file(path: str = ".env") -> None:
+    """Load `.env` into os.environ without overriding variables that are already set (the environment wins)."""
+    if os.path.exists(path):
+        from dotenv import load_dotenv
+
+        load_dotenv(path, override=False)
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+    """Parse and validate the settings. `env` defaults to os.environ (after loading `.env`)."""
+    if env is None:
+        if dotenv:
+            load_dotenv_file()
+        env = os.environ
+
+    provider = (_env(env, "LLM_PROVIDER", "mock") or "mock").lower()
+    if provider not in LLM_PROVIDERS:
+        raise ConfigError(f"LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
+    api_key = _env(env, "LLM_API_KEY", "")
+    if provider in ("openai", "deepseek") and not api_key:
+        raise ConfigError(f"LLM_API_KEY is not set (required by LLM_PROVIDER={provider})")
+    chat_default = {"deepseek": "deepseek-chat", "ollama": "llama3.1"}.get(provider, "gpt-4o-mini")
+    numbers = tuple(n for n in (x.strip() for x in (_env(env, "INFOBIP_WABA_NUMBERS", "") or "").split(",")) if n)
+
+    return Settings(
+        llm_provider=provider,
+        llm_api_key=api_key or "",
+        llm_model_chat=_env(env, "LLM_MODEL_CHAT", chat_default) or chat_default,
+        llm_model_embed=_env(env, "LLM_MODEL_EMBED", "text-embedding-3-small") or "text-embedding-3-small",
+        llm_base_url=_url(env, "LLM_BASE_URL", ("http", "https"), False, ""),
+        database_url_default=_url(env, "DATABASE_URL_DEFAULT", ("postgres", "postgresql"), False, ""),
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix", "redis+socket"), True,
+                       "the Celery broker and the ingress need Redis") or "",
+        infobip_base_url=_url(env, "INFOBIP_BASE_URL", ("http", "https"), False, ""),
+        infobip_api_key=_env(env, "INFOBIP_API_KEY", "") or "",
+        infobip_waba_numbers=numbers,
+        webhook_verify_token=_require(env, "WEBHOOK_VERIFY_TOKEN", "Infobip webhooks are authenticated with it"),
+        app_port=_int(env, "APP_PORT", 8080, 1, 65535),
+        tenants_file=_env(env, "TENANTS_FILE", "tenants.yaml") or "tenants.yaml",
+        log_level=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+    )

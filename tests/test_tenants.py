@@ -1,0 +1,125 @@
+"""tenants.yaml: interpolation, validation errors that name tenant and field, lookups by any spelling."""
+import pytest
+import yaml
+
+from shared.errors import ConfigError
+from shared.settings import load_settings
+from shared.tenants import load_tenants, parse_tenants
+
+SETTINGS = load_settings({"REDIS_URL": "redis://127.0.0.1/0", "WEBHOOK_VERIFY_TOKEN": "t",
+                          "INFOBIP_BASE_URL": "https://x.api.infobip.com", "INFOBIP_API_KEY": "k",
+                          "DATABASE_URL_DEFAULT": "postgresql://u:pw@db.example:5432/postgres"}, dotenv=False)
+
+
+def tenant(**over):
+    doc = {"tenant_id": "shop", "waba_number": "+1 234-567-890", "db_dsn": "postgresql://u@h/shop",
+           "embedding_model": "text-embedding-3-small", "vector_store": "pgvector",
+           "enabled_agents": ["orchestrator", "db_agent"],
+           "config": {"business_name": "Shop", "timezone": "America/New_York", "rag_enabled": True}}
+    doc.update(over)
+    return doc
+
+
+def parse(*docs, env=None, settings=SETTINGS):
+    return parse_tenants({"tenants": list(docs)}, settings, env or {})
+
+
+def test_seed_shape_parses_and_lookup_tolerates_spelling():
+    reg = parse(tenant())
+    t = reg.require("shop")
+    assert t.waba_number == "1234567890"
+    assert t.config.timezone == "America/New_York" and t.config.rag_enabled is True
+    assert t.embedding_dim == 1536
+    for spelling in ("+1234567890", "1234567890", "+1 234 567 890", "1-234-567-890", "001234567890"):
+        assert reg.by_number(spelling) is t, spelling
+    assert reg.by_number("999999999") is None
+    assert reg.by_number("not a number") is None
+
+
+def test_env_interpolation_and_missing_reference_is_named():
+    reg = parse(tenant(db_dsn="${SHOP_DSN}", llm={"provider": "openai", "api_key": "${SHOP_KEY}"}),
+                env={"SHOP_DSN": "postgresql://u@h/shopdb", "SHOP_KEY": "sk-abc"})
+    t = reg.require("shop")
+    assert t.db_dsn.endswith("/shopdb") and t.llm.api_key == "sk-abc" and t.llm.provider == "openai"
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.db_dsn refers to \$\{NOPE\}"):
+        parse(tenant(db_dsn="${NOPE}"))
+    reg = parse(tenant(db_dsn="${NOPE:-postgresql://u@h/fallback}"))
+    assert reg.require("shop").db_dsn.endswith("/fallback")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("waba_number", "call me", "tenant shop: waba_number"),
+    ("config", {"timezone": "Mars/Olympus"}, "tenant shop: config.timezone"),
+    ("vector_store", "faiss", "tenant shop: vector_store"),
+    ("enabled_agents", "db_agent", "tenant shop: enabled_agents"),
+    ("embedding_model", "my-own-model", "tenant shop: embedding_model"),
+    ("llm", {"provider": "claude"}, "tenant shop: llm.provider"),
+    ("llm", {"provider": "openai"}, "tenant shop: llm.api_key"),
+    ("db_dsn", "host='unterminated", "tenant shop: db_dsn"),
+])
+def test_validation_errors_name_tenant_and_field(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(tenant(**{field: value}))
+
+
+def test_two_tenants_may_not_share_a_number_or_a_database():
+    with pytest.raises(ConfigError, match="tenant b: waba_number is already used by tenant a"):
+        parse(tenant(tenant_id="a"), tenant(tenant_id="b", waba_number="1234567890", db_dsn="postgresql://u@h/b"))
+    with pytest.raises(ConfigError, match="tenant b: db_dsn points at the database of tenant a"):
+        parse(tenant(tenant_id="a", db_dsn="postgresql://u@h:5432/same"),
+              tenant(tenant_id="b", waba_number="+999 111 222", db_dsn="host=h port=5432 dbname=same user=x"))
+
+
+def test_db_dsn_defaults_to_a_database_per_tenant_on_the_default_server():
+    doc = tenant()
+    del doc["db_dsn"]
+    t = parse(doc).require("shop")
+    assert "dbname=wabot_shop" in t.db_dsn and "db.example" in t.db_dsn
+    bare = load_settings({"REDIS_URL": "redis://h/0", "WEBHOOK_VERIFY_TOKEN": "t", "INFOBIP_BASE_URL": "http://x",
+                          "INFOBIP_API_KEY": "k"}, dotenv=False)
+    with pytest.raises(ConfigError, match="tenant shop: db_dsn is not set and DATABASE_URL_DEFAULT"):
+        parse(doc, settings=bare)
+
+
+def test_per_tenant_overrides_and_secrets_not_in_repr():
+    t = parse(tenant(infobip={"base_url": "https://own.api.infobip.com/", "api_key": "own-ib-key"},
+                     webhook_token="own-hook-token",
+                     llm={"provider": "deepseek", "api_key": "ds-key"})).require("shop")
+    assert t.infobip_base_url == "https://own.api.infobip.com" and t.infobip_api_key == "own-ib-key"
+    assert t.llm.model_chat == "deepseek-chat"
+    assert "own-ib-key" not in repr(t) and "ds-key" not in repr(t) and "own-hook-token" not in repr(t)
+
+
+def test_waba_numbers_allowlist():
+    s = load_settings({"REDIS_URL": "redis://h/0", "WEBHOOK_VERIFY_TOKEN": "t", "INFOBIP_BASE_URL": "http://x",
+                       "INFOBIP_API_KEY": "k", "INFOBIP_WABA_NUMBERS": "+1 555 000, +1234567890"}, dotenv=False)
+    assert parse(tenant(), settings=s).require("shop")
+    with pytest.raises(ConfigError, match="not listed in INFOBIP_WABA_NUMBERS"):
+        parse(tenant(waba_number="+44 1111 2222"), settings=s)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_tenants(SETTINGS, str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenants: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_tenants(SETTINGS, str(bad))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"tenants": []}))
+    with pytest.raises(ConfigError, match="defines no tenants"):
+        load_tenants(SETTINGS, str(empty))
+
+
+def test_example_file_is_valid():
+    from shared.devstack import ROOT
+
+    env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x",
+           "OPENAI_API_KEY": "sk-x", "GLOBEX_DB_DSN": "postgresql://u@h/globex", "GLOBEX_WEBHOOK_TOKEN": "g"}
+    reg = load_tenants(SETTINGS, str(ROOT / "tenants.yaml.example"), env=env)
+    assert len(reg) >= 2
+
+
+def test_a_misspelt_field_is_not_silently_ignored():
+    with pytest.raises(ConfigError, match="tenant shop: unknown field\\(s\\) enabeld_agents"):
+        parse(tenant(enabeld_agents=["db_agent"]))

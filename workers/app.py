@@ -1,0 +1,33 @@
+"""The Celery app of the workers: shared settings, JSON logging, migrations at start-up, and the task modules."""
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+
+from shared.db.migrate import migrate_tenant
+from shared.log import configure_logging
+from shared.settings import load_settings
+from shared.taskqueue import make_celery
+
+app = make_celery(load_settings(), name="workers")
+app.conf.include = ["workers.inbound", "workers.outbound", "workers.events", "workers.scheduled"]
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_kwargs):
+    configure_logging(load_settings().log_level)
+
+
+@signals.worker_init.connect
+def _migrate_on_start(**_kwargs):
+    """Bring every tenant database up to date before taking work (serialised by an advisory lock)."""
+    from workers.runtime import get_runtime
+
+    runtime = get_runtime()
+    for tenant in runtime.tenants:
+        try:
+            migrate_tenant(tenant)
+        except Exception as exc:  # one broken tenant database must not stop the others
+            logging.getLogger("workers").error("migration failed", extra={
+                "tenant_id": tenant.tenant_id, "error": exc.__class__.__name__})
