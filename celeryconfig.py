@@ -17,8 +17,13 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Redis redelivers unacknowledged tasks after the visibility timeout: longer than the longest task
 # (an LLM turn with tool calls stays well under 10 minutes; time limits below enforce it).
+# A killed worker's unacknowledged tasks are restored by the next scan after that (every
+# CELERY_RESTORE_INTERVAL seconds; kombu's default throttle would make it ten times rarer). Turns left behind
+# earlier than that are picked up by the `recover_stalled` sweep.
 broker_transport_options = {
     "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "unacked_restore_interval": int(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": 1,
     "socket_timeout": 5,
     "socket_connect_timeout": 2,
 }
@@ -47,5 +52,10 @@ beat_schedule = {
         "task": "wabot.scheduled.dispatch_reminders",
         "schedule": float(os.environ.get("REMINDER_DISPATCH_SECONDS", "30")),
         "options": {"queue": "scheduled", "expires": 25},
+    },
+    "recover-stalled-work": {
+        "task": "wabot.scheduled.recover_stalled",
+        "schedule": float(os.environ.get("RECOVERY_SWEEP_SECONDS", "60")),
+        "options": {"queue": "scheduled", "expires": 55},
     },
 }

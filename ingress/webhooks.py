@@ -17,6 +17,7 @@ from ingress.auth import presented_token, token_matches
 from ingress.errors import error_response
 from ingress.schemas import EnvelopeSchema, result_kind
 from ingress.state import state
+from shared import dedupe
 from shared.outbox import tenant_of_message_id
 from shared.taskqueue import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, enqueue
 from shared.tenants import Tenant
@@ -63,7 +64,9 @@ def _receive(allowed_kinds: tuple[str, ...]):
         return error_response(400, "invalid_payload", "the body is not an Infobip webhook envelope", errors)
 
     jobs: list[tuple[str, dict]] = []
-    ignored = 0
+    ignored = duplicates = 0
+    claims: list[tuple[str, str]] = []
+    redis = state().redis
     for result in body["results"]:
         kind = result_kind(result)
         if kind not in allowed_kinds:
@@ -79,6 +82,18 @@ def _receive(allowed_kinds: tuple[str, ...]):
             return error_response(401, "unauthorized", "credentials are not valid for this number")
         payload = {"tenant_id": tenant.tenant_id, "request_id": g.request_id, "message_id": result["messageId"]}
         if kind == "inbound":
+            try:
+                first = dedupe.claim(redis, tenant.tenant_id, result["messageId"])
+            except RedisError as exc:
+                dedupe.release_quietly(redis, claims)
+                log.error("queue unavailable, webhook not acknowledged", extra={"error": exc.__class__.__name__})
+                return error_response(503, "queue_unavailable", "the work queue is unreachable; retry later")
+            if not first:
+                duplicates += 1
+                log.info("duplicate webhook result ignored", extra={"tenant_id": tenant.tenant_id,
+                                                                    "message_id": result["messageId"]})
+                continue
+            claims.append((tenant.tenant_id, result["messageId"]))
             jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result}))
         else:
             jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}))
@@ -87,14 +102,17 @@ def _receive(allowed_kinds: tuple[str, ...]):
     try:
         for task_name, payload in jobs:
             enqueue(celery, task_name, payload)
+        dedupe.confirm(redis, claims)
     except (KombuOperationalError, RedisError, OSError) as exc:
+        dedupe.release_quietly(redis, claims)  # so Infobip's retry of this batch is not taken for a duplicate
         log.error("queue unavailable, webhook not acknowledged", extra={"error": exc.__class__.__name__})
         return error_response(503, "queue_unavailable", "the work queue is unreachable; retry later")
 
     for task_name, payload in jobs:
         log.info("webhook result enqueued", extra={"tenant_id": payload["tenant_id"], "task": task_name,
                                                    "message_id": payload["message_id"]})
-    return jsonify({"accepted": len(jobs), "ignored": ignored, "request_id": g.request_id}), 200
+    return jsonify({"accepted": len(jobs), "ignored": ignored, "duplicates": duplicates,
+                    "request_id": g.request_id}), 200
 
 
 @bp.post("/webhooks/infobip")

@@ -1,4 +1,4 @@
-"""The `wabot` command: dev, chat, migrate, check, sandbox."""
+"""The `wabot` command: dev, chat, migrate, check, sandbox, providers."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +15,19 @@ def cmd_check(_args) -> int:
     from shared.settings import load_settings
     from shared.tenants import load_tenants
 
+    from shared.agents.registry import validate_agents
+    from shared.memory.embedders import embedder_for
+    from shared.ratelimit import tenant_limits
+    from shared.tools.registry import build_registry
+
     settings = load_settings()
     tenants = load_tenants(settings)
     for t in tenants:
+        validate_agents(t)
+        tools = build_registry(t)
+        tenant_limits(t)
+        embedder_for(t)
+        print(f"{t.tenant_id}: tools={','.join(tools.names())}")
         print(f"{t.tenant_id}: +{t.waba_number} llm={t.llm.provider}/{t.llm.model_chat} "
               f"vector_store={t.vector_store} agents={','.join(t.enabled_agents)}")
     print(f"ok: {len(tenants)} tenant(s)")
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url"), p.add_argument("--sandbox"), p.add_argument("--token")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(fn=cmd_chat)
+    from shared.cli_providers import add_parser as add_providers_parser
+
+    add_providers_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -92,7 +92,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     api_key = _env(env, "LLM_API_KEY", "")
     if provider in ("openai", "deepseek") and not api_key:
         raise ConfigError(f"LLM_API_KEY is not set (required by LLM_PROVIDER={provider})")
-    chat_default = {"deepseek": "deepseek-chat", "ollama": "llama3.1"}.get(provider, "gpt-4o-mini")
+    chat_default = {"deepseek": "deepseek-chat", "ollama": "llama3.1", "mock": "mock-chat"}.get(provider, "gpt-4o-mini")
     numbers = tuple(n for n in (x.strip() for x in (_env(env, "INFOBIP_WABA_NUMBERS", "") or "").split(",")) if n)
 
     return Settings(

@@ -17,15 +17,19 @@ QUEUE_SCHEDULED = "scheduled"  # celery beat work (reminders)
 QUEUES = (QUEUE_INBOUND, QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SCHEDULED)
 
 TASK_HANDLE_INBOUND = "wabot.inbound.handle_message"
+TASK_RUN_TURN = "wabot.inbound.run_turn"
 TASK_SEND = "wabot.outbound.send"
 TASK_APPLY_REPORT = "wabot.events.apply_report"
 TASK_DISPATCH_REMINDERS = "wabot.scheduled.dispatch_reminders"
+TASK_RECOVER = "wabot.scheduled.recover_stalled"
 
 TASK_QUEUES = {
     TASK_HANDLE_INBOUND: QUEUE_INBOUND,
+    TASK_RUN_TURN: QUEUE_INBOUND,
     TASK_SEND: QUEUE_OUTBOUND,
     TASK_APPLY_REPORT: QUEUE_EVENTS,
     TASK_DISPATCH_REMINDERS: QUEUE_SCHEDULED,
+    TASK_RECOVER: QUEUE_SCHEDULED,
 }
 
 # Publishing must fail fast when Redis is down: the ingress then answers 503 and Infobip retries.
@@ -39,7 +43,7 @@ def make_celery(settings: Settings, name: str = "wabot") -> Celery:
     return app
 
 
-def enqueue(app: Celery, task_name: str, payload: dict) -> None:
+def enqueue(app: Celery, task_name: str, payload: dict, countdown: float | None = None) -> None:
     """Publish one task to its queue. Returns once Redis holds it; raises kombu's OperationalError otherwise."""
-    app.send_task(task_name, kwargs={"payload": payload}, queue=TASK_QUEUES[task_name],
+    app.send_task(task_name, kwargs={"payload": payload}, queue=TASK_QUEUES[task_name], countdown=countdown,
                   retry=True, retry_policy=PUBLISH_RETRY)

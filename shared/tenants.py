@@ -16,13 +16,16 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.errors import ConfigError
+from shared.infobip.templates import parse_templates
+from shared.llm.settings import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
 from shared.settings import LLM_PROVIDERS, Settings
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")
 TENANT_KEYS = {"tenant_id", "waba_number", "db_dsn", "embedding_model", "vector_store", "enabled_agents", "config",
-               "llm", "infobip", "webhook_token", "http_tools", "templates"}
+               "llm", "infobip", "webhook_token", "http_tools", "templates",
+               "embedding"}  # embedding: optional {provider, base_url, api_key}, read by shared.memory.embedders
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Output size of the embedding models we know; other models need `config.embedding_dim`.
@@ -39,21 +42,14 @@ EMBEDDING_DIMS = {
 
 
 @dataclass(frozen=True)
-class LLMSettings:
-    """The tenant's effective LLM provider: environment defaults overridden by the tenant's `llm:` block."""
-
-    provider: str
-    model_chat: str
-    model_embed: str
-    base_url: str | None
-    api_key: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class TenantConfig:
     business_name: str
     timezone: str
     rag_enabled: bool
+    max_context_tokens: int = 3000        # prompt budget per LLM call: system + memories + history
+    daily_token_budget: int | None = None # tokens per tenant-local day; None = unlimited
+    max_tool_steps: int = 6               # LLM calls per turn before a graceful stop
+    debounce_ms: int = 1500               # messages within this window are answered as one turn
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -159,6 +155,19 @@ def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = Non
     return str(value).strip() or default
 
 
+_TYPED_CONFIG = {"business_name", "timezone", "rag_enabled", "max_context_tokens", "daily_token_budget",
+                 "max_tool_steps", "debounce_ms"}
+
+
+def _int(cfg: Mapping[str, Any], key: str, where: str, default: int | None, lo: int, hi: int) -> int | None:
+    value = cfg.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{where}: config.{key} must be a whole number between {lo} and {hi}")
+    return value
+
+
 def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
     value = doc.get(key, default)
     if not isinstance(value, bool):
@@ -166,7 +175,7 @@ def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
     return value
 
 
-def parse_tenant(doc: Any, settings: Settings, index: int) -> Tenant:
+def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str] | None = None) -> Tenant:
     if not isinstance(doc, dict):
         raise ConfigError(f"tenants[{index}] must be a mapping")
     tid = doc.get("tenant_id")
@@ -211,28 +220,16 @@ def parse_tenant(doc: Any, settings: Settings, index: int) -> Tenant:
         business_name=_str(cfg, "business_name", f"{where} config", tid) or tid,
         timezone=timezone,
         rag_enabled=_bool(cfg, "rag_enabled", f"{where} config", True),
-        extra={k: v for k, v in cfg.items() if k not in ("business_name", "timezone", "rag_enabled")},
+        max_context_tokens=_int(cfg, "max_context_tokens", where, 3000, 200, 1_000_000),
+        daily_token_budget=_int(cfg, "daily_token_budget", where, None, 1, 10**12),
+        max_tool_steps=_int(cfg, "max_tool_steps", where, 6, 1, 20),
+        debounce_ms=_int(cfg, "debounce_ms", where, 1500, 0, 60_000),
+        extra={k: v for k, v in cfg.items() if k not in _TYPED_CONFIG},
     )
 
-    llm_doc = doc.get("llm") or {}
-    if not isinstance(llm_doc, dict):
-        raise ConfigError(f"{where}: llm must be a mapping")
-    provider = (_str(llm_doc, "provider", f"{where} llm", settings.llm_provider) or "mock").lower()
-    if provider not in LLM_PROVIDERS:
-        raise ConfigError(f"{where}: llm.provider must be one of {', '.join(LLM_PROVIDERS)}")
-    same_provider = provider == settings.llm_provider
-    api_key = _str(llm_doc, "api_key", f"{where} llm", settings.llm_api_key if same_provider else "") or ""
-    if provider in ("openai", "deepseek") and not api_key:
-        raise ConfigError(f"{where}: llm.api_key is not set (and LLM_API_KEY does not apply to provider {provider})")
     embedding_model = _str(doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed
-    llm = LLMSettings(
-        provider=provider,
-        model_chat=_str(llm_doc, "model_chat", f"{where} llm", settings.llm_model_chat if same_provider else None)
-        or {"deepseek": "deepseek-chat", "ollama": "llama3.1", "mock": "mock-chat"}.get(provider, "gpt-4o-mini"),
-        model_embed=embedding_model,
-        base_url=_str(llm_doc, "base_url", f"{where} llm", settings.llm_base_url if same_provider else None),
-        api_key=api_key,
-    )
+    llm = parse_llm_block(doc.get("llm"), settings, where=where, model_embed=embedding_model,
+                          env=os.environ if env is None else env)
 
     dim = cfg.get("embedding_dim", EMBEDDING_DIMS.get(embedding_model))
     if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 16000:
@@ -258,6 +255,8 @@ def parse_tenant(doc: Any, settings: Settings, index: int) -> Tenant:
     if not ib_key:
         raise ConfigError(f"{where}: infobip.api_key is not set and INFOBIP_API_KEY is not set either")
 
+    parse_templates(doc.get("templates"), where)  # validated at start-up; read via shared.infobip.templates
+
     return Tenant(
         tenant_id=tid,
         waba_number=number,
@@ -280,7 +279,7 @@ def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | No
     if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
         raise ConfigError("tenants file must have a top-level 'tenants:' list")
     docs = interpolate(document["tenants"], env, "tenants")
-    return TenantRegistry(parse_tenant(d, settings, i) for i, d in enumerate(docs))
+    return TenantRegistry(parse_tenant(d, settings, i, env) for i, d in enumerate(docs))
 
 
 def load_tenants(settings: Settings, path: str | None = None, env: Mapping[str, str] | None = None) -> TenantRegistry:

@@ -1,132 +1,200 @@
-"""One conversation turn: store the inbound message, ask the tenant's LLM, store the reply in the outbox.
+"""Inbound messages and turns. The tenant database is the source of truth for message state
+(`received` -> `answered` | `ignored` | `rate_limited`); Redis only carries the work.
 
-Guarantees of this step:
-- the inbound message is stored exactly once per Infobip messageId (unique index), whatever the redeliveries;
-- a message already answered is not answered again (a redelivered task returns no sends);
-- the reply, its outbox rows and the `answered` mark are committed in one transaction, and the caller enqueues
-  the sends only after that commit.
+Guarantees, step by step:
+- `store_inbound`: each Infobip messageId is stored exactly once (unique index), whatever the redeliveries.
+- `run_user_turn`: one turn at a time per (tenant, user), across every process and host: the turn holds the
+  user's row lock (`FOR UPDATE SKIP LOCKED`; a second turn finds it locked and is retried later). A turn takes
+  *all* of the user's `received` messages, oldest first, once the newest is older than the debounce window,
+  so a burst is answered once, in order. Tool writes, usage rows, the reply, its outbox rows and the
+  `answered` marks commit together: a crash before the commit leaves the messages `received`, and the
+  redelivered (or recovered) turn answers them exactly once.
+- the caller enqueues the sends only after that commit (outbox).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
+from shared.clock import utcnow
 from shared.db import repo
 from shared.db.pools import TenantPools
+from shared.db.usage import budget_spent
+from shared.engine import respond
+from shared.infobip.times import parse_infobip_time
 from shared.llm.base import LLMProvider
 from shared.message_text import message_text
-from shared.outbox import new_message_id
-from shared.infobip.client import text_body
 from shared.phone import normalize_number
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UNREADABLE = "Sorry, I can't read this kind of message yet. Could you write it as text?"
-HISTORY_MESSAGES = 20
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def parse_infobip_time(value: Any) -> datetime | None:
-    """Infobip writes `2025-01-01T10:10:00.000+0000` (offset without a colon)."""
-    if not value:
-        return None
-    text = str(value)
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            pass
-    try:
-        parsed = datetime.fromisoformat(text)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
+DEFAULT_BUDGET_SPENT = "We're getting a lot of messages today, so I can't answer right now. Please try again later."
+HISTORY_ROWS = 200  # read at most this many; the token budget decides how many are sent
 
 
 @dataclass
-class TurnResult:
-    outbound_ids: list[int] = field(default_factory=list)
-    duplicate: bool = False
-    user_id: int | None = None
+class TurnDeps:
+    """What turns need, built once per worker process and passed in."""
+
+    pools: TenantPools
+    llm_for: Callable[[Tenant, Any], LLMProvider]      # (tenant, connection) -> provider
+    registry_for: Callable[[Tenant], Any]              # tenant -> ToolRegistry
+    memory_for: Callable[[Tenant], Any]                # tenant -> MemoryStore
+    queue_reply: Callable[..., list[int]]              # shared.outbox.queue_reply
+    infobip_for: Callable[[Tenant], Any] | None = None # tenant -> InfobipClient (mark as read, typing)
+    limiter: Any = None                                # shared.ratelimit.RateLimiter
+    clock: Callable[[], datetime] = utcnow
 
 
-def system_prompt(tenant: Tenant, now: datetime) -> str:
-    local = now.astimezone(tenant.config.tz)
-    return (
-        f"You are the WhatsApp assistant of {tenant.config.business_name}. "
-        f"Now it is {local:%A %Y-%m-%d %H:%M} ({tenant.config.timezone}). "
-        "Answer briefly and in the user's language."
-    )
+@dataclass
+class Stored:
+    user_id: int
+    message_row: int
+    phone: str
+    status: str                  # the message's status now: received | answered | rate_limited | ...
+    duplicate: bool
+    outbound_ids: list[int] = field(default_factory=list)  # a rate-limit notice to send after commit
 
 
-def run_turn(tenant: Tenant, pools: TenantPools, llm: LLMProvider, result: dict, request_id: str | None,
-             clock: Callable[[], datetime] = utcnow) -> TurnResult:
-    started = time.monotonic()
+def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str | None) -> Stored:
+    """Commit the inbound message once per messageId; a flooding user's messages are stored as `rate_limited`."""
     message = result.get("message") or {}
     phone = normalize_number(result["from"])
-    contact = result.get("contact") or {}
-    received_at = parse_infobip_time(result.get("receivedAt")) or clock()
-    text = message_text(message)
-    mtype = str(message.get("type") or "UNKNOWN").upper()
+    received_at = parse_infobip_time(result.get("receivedAt")) or deps.clock()
+    with deps.pools.connection(tenant) as conn:
+        existing = repo.get_message_by_infobip_id(conn, result["messageId"])
+        if existing is not None:
+            return Stored(existing["user_id"], existing["id"], phone, existing["status"], True)
+        verdict = deps.limiter.check(tenant, phone) if deps.limiter is not None else None
+        status = "received" if verdict is None or verdict.allowed else "rate_limited"
+        user_id = repo.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
+        row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
+                                  message_type=str(message.get("type") or "UNKNOWN").upper(),
+                                  body=message_text(message), payload=message, received_at=received_at,
+                                  request_id=request_id, status=status)
+        if row is None:  # a concurrent delivery stored it first
+            existing = repo.get_message_by_infobip_id(conn, result["messageId"])
+            return Stored(user_id, existing["id"], phone, existing["status"], True)
+        notice: list[int] = []
+        if verdict is not None and verdict.notify:
+            from shared.ratelimit import NOTICE
 
-    with pools.connection(tenant) as conn:
-        user_id = repo.upsert_user(conn, phone, contact.get("name"), received_at)
-        inbound_id = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
-                                         message_type=mtype, body=text, payload=message, received_at=received_at,
-                                         request_id=request_id)
-        if inbound_id is None:
-            stored = repo.get_message_by_infobip_id(conn, result["messageId"])
-            if stored["status"] != "received":
-                log.info("duplicate inbound message ignored", extra={"status": stored["status"]})
-                return TurnResult(duplicate=True, user_id=user_id)
-            inbound_id = stored["id"]  # stored by an attempt that died before answering: answer it now
-        history = repo.recent_history(conn, user_id, HISTORY_MESSAGES, before_id=inbound_id)
+            text = str(tenant.config.extra.get("rate_limit_notice") or NOTICE)
+            last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+            notice = deps.queue_reply(conn, tenant, user_id=user_id, phone=phone, text=text, source_message=None,
+                                      request_id=request_id, now=deps.clock(),
+                                      last_inbound_at=last["last_inbound_at"])
+            log.warning("rate limit reached: message stored, not answered", extra={"scope": verdict.scope})
+        return Stored(user_id, row, phone, status, False, notice)
 
-    if mtype == "REACTION":
-        with pools.connection(tenant) as conn:
-            repo.set_message_status(conn, inbound_id, "ignored")
-        return TurnResult(user_id=user_id)
 
-    tools_used: list[str] = []
-    usage = None
-    if text is None:
-        reply = str(tenant.config.extra.get("unreadable_message_reply") or DEFAULT_UNREADABLE)
-    else:
-        messages = [{"role": "system", "content": system_prompt(tenant, clock())}]
-        messages += [{"role": r["role"], "content": r["body"]} for r in history]
-        messages.append({"role": "user", "content": text})
-        t0 = time.monotonic()
-        answer = llm.chat(messages)
-        latency_ms = int((time.monotonic() - t0) * 1000)
-        usage = answer.usage
-        reply = (answer.content or "").strip() or "Sorry, I have no answer to that."
+@dataclass
+class TurnOutcome:
+    outbound_ids: list[int] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)   # message rows answered by this turn
+    retry_in_ms: int | None = None                      # busy or too early: run again after this long
+    reason: str = ""
 
-    with pools.connection(tenant) as conn:
-        if usage is not None:
-            repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=llm.name, model=llm.model,
-                              prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                              latency_ms=latency_ms, tools_used=tools_used)
-        reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=inbound_id,
+
+def _pending(conn, user_id: int) -> list[dict]:
+    return conn.execute(
+        """
+        SELECT id, body, message_type, infobip_message_id, request_id,
+               (extract(epoch FROM clock_timestamp() - created_at) * 1000)::bigint AS age_ms
+        FROM messages WHERE user_id = %s AND role = 'user' AND status = 'received' ORDER BY id
+        """,
+        (user_id,),
+    ).fetchall()
+
+
+def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> None:
+    """Blue ticks and a typing indicator while the turn runs: optional per tenant, failures harmless."""
+    client = deps.infobip_for(tenant) if deps.infobip_for else None
+    if client is None:
+        return
+    extra = tenant.config.extra
+    try:
+        if extra.get("mark_read", True):
+            for m in pending:
+                client.mark_read(tenant.waba_number, m["infobip_message_id"])
+        if extra.get("typing_indicator", True):
+            client.typing(tenant.waba_number, phone)
+    except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
+        log.warning("mark-as-read / typing failed", exc_info=True)
+
+
+def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> TurnOutcome:
+    started = time.monotonic()
+    with deps.pools.connection(tenant) as conn:
+        user = conn.execute("SELECT id, phone FROM users WHERE id = %s FOR UPDATE SKIP LOCKED",
+                            (user_id,)).fetchone()
+        if user is None:
+            return TurnOutcome(retry_in_ms=1000, reason="busy")  # this user's previous turn is still running
+        pending = _pending(conn, user_id)
+        if not pending:
+            return TurnOutcome(reason="nothing pending")
+        wait = tenant.config.debounce_ms - pending[-1]["age_ms"]
+        if wait > 0:
+            return TurnOutcome(retry_in_ms=int(wait) + 50, reason="debounce")
+        phone = user["phone"]
+        rows = [m for m in pending if m["message_type"] != "REACTION"]
+        for m in pending:
+            if m["message_type"] == "REACTION":  # stored, starts no turn
+                repo.set_message_status(conn, m["id"], "ignored")
+        if not rows:
+            return TurnOutcome(reason="reactions only")
+        _acknowledge(tenant, deps, phone, rows)
+        request_id = request_id or rows[-1]["request_id"]
+        now = deps.clock()
+        texts = [m["body"] for m in rows if m["body"]]
+        summary: dict[str, Any] = {"tools_used": [], "token_usage": {"total": 0}, "messages": len(rows)}
+        if not texts:
+            reply = str(tenant.config.extra.get("unreadable_message_reply") or DEFAULT_UNREADABLE)
+        elif budget_spent(conn, tenant, now):
+            reply = str(tenant.config.extra.get("budget_exhausted_reply") or DEFAULT_BUDGET_SPENT)
+            log.warning("daily token budget spent: answered without the LLM")
+        else:
+            history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
+            answer = respond(tenant=tenant, conn=conn, llm=deps.llm_for(tenant, conn),
+                             registry=deps.registry_for(tenant), memory=deps.memory_for(tenant), user_id=user_id,
+                             phone=phone, text="\n".join(texts), history=history, now=now, clock=deps.clock,
+                             request_id=request_id)
+            for call in answer.calls:
+                repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
+                                  model=call.model, prompt_tokens=call.prompt_tokens,
+                                  completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
+                                  tools_used=list(call.tools_used))
+            reply = answer.text
+            prompt = sum(c.prompt_tokens for c in answer.calls)
+            completion = sum(c.completion_tokens for c in answer.calls)
+            summary.update({"tools_used": answer.response.tools_used, "intent": answer.intent.name,
+                            "agent": answer.response.agent, "llm_calls": len(answer.calls),
+                            "history_used": answer.history_used, "memories_used": answer.memories_used,
+                            "token_usage": {"prompt": prompt, "completion": completion,
+                                            "total": prompt + completion}})
+
+        reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
                                                  request_id=request_id)
-        mid = new_message_id(tenant.tenant_id)
-        outbound_id = repo.create_outbound(
-            conn, message_id=mid, user_id=user_id, to_number=phone, body=reply, source_message=reply_id,
-            content=text_body(sender=tenant.waba_number, to=phone, text=reply, message_id=mid),
-            request_id=request_id,
-        )
-        repo.set_message_status(conn, inbound_id, "answered")
+        last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+        outbound_ids = deps.queue_reply(conn, tenant, user_id=user_id, phone=phone, text=reply,
+                                        source_message=reply_id, request_id=request_id, now=now,
+                                        last_inbound_at=last["last_inbound_at"])
+        answered = [m["id"] for m in rows]
+        conn.execute("UPDATE messages SET status = 'answered', updated_at = now() WHERE id = ANY(%s)", (answered,))
 
-    log.info("message processed successfully", extra={
-        "duration": f"{time.monotonic() - started:.3f}s",
-        "tools_used": tools_used,
-        "token_usage": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens,
-                        "total": usage.total_tokens} if usage else {"total": 0},
-    })
-    return TurnResult(outbound_ids=[outbound_id], user_id=user_id)
+    log.info("message processed successfully", extra={"duration": f"{time.monotonic() - started:.3f}s",
+                                                       "user_id": phone, **summary})
+    return TurnOutcome(outbound_ids=outbound_ids, answered=answered)
+
+
+def stalled_users(conn, older_than_seconds: int) -> list[int]:
+    """Users with `received` messages that no turn has picked up for a while (a lost task): to re-run."""
+    rows = conn.execute(
+        "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
+        "AND created_at < now() - make_interval(secs => %s)", (older_than_seconds,)).fetchall()
+    return [r["user_id"] for r in rows]

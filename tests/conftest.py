@@ -26,7 +26,7 @@ from shared.infobip.sandbox import InfobipSandbox
 from shared.settings import load_settings
 from shared.tenants import load_tenants
 
-from helpers import BETA_TOKEN, INFOBIP_KEY, NUMBERS, WEBHOOK_TOKEN, wait_for
+from helpers import BETA_TOKEN, GAMMA_LLM_KEY, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN, wait_for
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
@@ -66,7 +66,27 @@ def fresh_dsn(pg_url: str, prefix: str = "t") -> str:
 
 
 @pytest.fixture(scope="session")
-def stack_env(data_dir, pg_url, redis_url, sandbox) -> dict:
+def fake_openai():
+    """A local OpenAI-compatible server (tests/fake_openai.py); unscripted calls are answered by the mock brain."""
+    from fake_openai import FakeOpenAI
+
+    server = FakeOpenAI(api_keys={GAMMA_LLM_KEY}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def weather_api():
+    """The tenants' third-party HTTP API (tests/fake_http_api.py)."""
+    from fake_http_api import FakeHttpApi
+
+    server = FakeHttpApi().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(data_dir, pg_url, redis_url, sandbox, fake_openai, weather_api) -> dict:
     """The environment every process of the bot gets in the tests: two tenants, each with its own database."""
     tenants_file = data_dir / "tenants.yaml"
     tenants_file.write_text(f"""
@@ -75,14 +95,46 @@ tenants:
     waba_number: "+{NUMBERS['alpha']}"
     db_dsn: "${{ALPHA_DSN}}"
     embedding_model: local-hash
-    enabled_agents: [orchestrator, db_agent]
-    config: {{business_name: Alpha Dental, timezone: Europe/London, rag_enabled: true}}
+    enabled_agents: [orchestrator, db_agent, http_agent]
+    config: {{business_name: Alpha Dental, timezone: Europe/London, rag_enabled: true, debounce_ms: 200}}
+    http_tools:
+      - name: get_weather
+        description: Current weather for a city
+        method: GET
+        url: "${{WEATHER_API_URL}}/v1/current?city={{city}}"
+        parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
+        headers: {{X-Api-Key: "${{WEATHER_API_KEY}}"}}
+        timeout_seconds: 5
+        allow_private_network: true
   - tenant_id: beta
     waba_number: "{NUMBERS['beta'][:2]} {NUMBERS['beta'][2:6]}-{NUMBERS['beta'][6:]}"
     db_dsn: "${{BETA_DSN}}"
     embedding_model: local-hash
     webhook_token: "${{BETA_WEBHOOK_TOKEN}}"
     config: {{business_name: Beta Bikes, timezone: America/New_York}}
+    templates:
+      reengage: {{name: beta_reengage, language: en, placeholders: ["{{name}}", "{{text}}"]}}
+  - tenant_id: gamma
+    waba_number: "+{NUMBERS['gamma']}"
+    db_dsn: "${{GAMMA_DSN}}"
+    embedding_model: local-hash
+    enabled_agents: [orchestrator, db_agent, http_agent]
+    llm: {{provider: openai, model_chat: gpt-4o-mini, base_url: "${{FAKE_OPENAI_URL}}", api_key: "${{GAMMA_LLM_KEY}}"}}
+    config: {{business_name: Gamma Gym, timezone: Europe/Berlin, debounce_ms: 200, max_context_tokens: 1200}}
+    http_tools:
+      - name: get_weather
+        description: Current weather for a city
+        method: GET
+        url: "${{WEATHER_API_URL}}/v1/current?city={{city}}"
+        parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
+        headers: {{X-Api-Key: "${{WEATHER_API_KEY}}"}}
+        allow_private_network: true
+  - tenant_id: delta
+    waba_number: "+{NUMBERS['delta']}"
+    db_dsn: "${{DELTA_DSN}}"
+    embedding_model: local-hash
+    config: {{business_name: Delta Deli, timezone: UTC, debounce_ms: 200, daily_token_budget: 300,
+              rate_limit_user: "5/minute"}}
 """)
     env = dict(os.environ)
     env.update({
@@ -92,6 +144,12 @@ tenants:
         "ALPHA_DSN": fresh_dsn(pg_url, "alpha"),
         "BETA_DSN": fresh_dsn(pg_url, "beta"),
         "BETA_WEBHOOK_TOKEN": BETA_TOKEN,
+        "GAMMA_DSN": fresh_dsn(pg_url, "gamma"),
+        "DELTA_DSN": fresh_dsn(pg_url, "delta"),
+        "FAKE_OPENAI_URL": fake_openai.url,
+        "GAMMA_LLM_KEY": GAMMA_LLM_KEY,
+        "WEATHER_API_URL": weather_api.url,
+        "WEATHER_API_KEY": WEATHER_KEY,
         "INFOBIP_BASE_URL": sandbox.url,
         "INFOBIP_API_KEY": INFOBIP_KEY,
         "WEBHOOK_VERIFY_TOKEN": WEBHOOK_TOKEN,
@@ -99,6 +157,7 @@ tenants:
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         "REMINDER_DISPATCH_SECONDS": "3600",
+        "INFOBIP_RETRY_BASE_SECONDS": "0.05",  # send retries back off in milliseconds, not seconds
     })
     return env
 

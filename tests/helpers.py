@@ -1,6 +1,8 @@
 """Helpers for the tests: payload factories and polling."""
 from __future__ import annotations
 
+import itertools
+import random
 import time
 import uuid
 from typing import Callable
@@ -8,7 +10,9 @@ from typing import Callable
 INFOBIP_KEY = "test-infobip-key"
 WEBHOOK_TOKEN = "test-webhook-token"
 BETA_TOKEN = "beta-own-token"
-NUMBERS = {"alpha": "447000000001", "beta": "447000000002"}
+GAMMA_LLM_KEY = "sk-test-gamma-0001"
+WEATHER_KEY = "weather-secret-key"
+NUMBERS = {"alpha": "447000000001", "beta": "447000000002", "gamma": "447000000003", "delta": "447000000004"}
 
 
 def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
@@ -23,9 +27,12 @@ def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float
         time.sleep(interval)
 
 
+_USERS = itertools.count(random.randrange(10**8) * 10)
+
+
 def new_user() -> str:
-    """A phone number no other test uses, so tests can share the databases and the sandbox."""
-    return "1555" + str(uuid.uuid4().int)[:7]
+    """A phone number no other test of this session uses, so tests can share the databases and the sandbox."""
+    return "1555" + str(next(_USERS)).zfill(10)
 
 
 def inbound(to: str, sender: str, message: dict, message_id: str | None = None, name: str = "Test User") -> dict:

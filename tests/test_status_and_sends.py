@@ -81,7 +81,8 @@ def test_a_due_reminder_is_sent_once_and_marked_late(worker, sandbox, db, settin
 
     user = new_user()
     with db("alpha") as conn:
-        uid = conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id", (user,)).fetchone()["id"]
+        uid = conn.execute("INSERT INTO users (phone, last_inbound_at) VALUES (%s, now()) RETURNING id",
+                           (user,)).fetchone()["id"]
         rid = conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'take the pills', %s) "
                            "RETURNING id", (uid, datetime.now(timezone.utc) - timedelta(hours=1))).fetchone()["id"]
     celery = make_celery(settings)

@@ -25,6 +25,7 @@ def _migrate_on_start(**_kwargs):
     from workers.runtime import get_runtime
 
     runtime = get_runtime()
+    runtime.check()  # tools, agents, limits and embedders of every tenant: configuration errors stop start-up
     for tenant in runtime.tenants:
         try:
             migrate_tenant(tenant)

@@ -1,4 +1,7 @@
-"""Inbound turns (queue `inbound`): the slow, LLM-bound work. Run with a thread pool so many turns are in flight."""
+"""Inbound work (queue `inbound`): store each message, then run the user's debounced turn.
+
+Run with a thread pool (`-P threads -c 50`): turns wait seconds on the LLM, so many must be in flight.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,8 +10,8 @@ import psycopg
 
 from shared.llm.base import LLMError
 from shared.log import bind
-from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_SEND, enqueue
-from shared.turn import run_turn
+from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN, enqueue
+from shared.turn import run_user_turn, store_inbound
 from workers.app import app
 from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
@@ -16,23 +19,44 @@ from workers.runtime import get_runtime
 log = logging.getLogger(__name__)
 
 
-@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=5)
+@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=8)
 def handle_message(self, payload: dict) -> dict:
-    """At-least-once delivery of the task; at most one reply per inbound message (see shared.turn)."""
+    """Store the message (exactly once per messageId), then schedule the user's turn after the debounce window.
+
+    At-least-once: if this task dies after storing, its redelivery finds the message still `received` and
+    schedules the turn again; extra turn tasks find nothing pending and end.
+    """
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
     result = payload["result"]
     bind(message_id=result.get("messageId"), user_id=result.get("from"))
     try:
-        turn = run_turn(tenant, rt.pools, rt.llm(tenant), result, payload.get("request_id"))
+        stored = store_inbound(tenant, rt.turn_deps, result, payload.get("request_id"))
+    except psycopg.OperationalError as exc:
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc)
+    rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
+    if stored.status == "received":
+        enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
+                                     "request_id": payload.get("request_id")},
+                countdown=tenant.config.debounce_ms / 1000)
+    return {"status": stored.status, "duplicate": stored.duplicate}
+
+
+@app.task(name=TASK_RUN_TURN, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None)
+def run_turn(self, payload: dict) -> dict:
+    """One turn for one user (per-user order, debounce and crash safety: see shared.turn)."""
+    rt = get_runtime()
+    tenant = rt.tenants.require(payload["tenant_id"])
+    try:
+        outcome = run_user_turn(tenant, rt.turn_deps, int(payload["user_id"]), payload.get("request_id"))
     except (LLMError, psycopg.OperationalError) as exc:
         retryable = getattr(exc, "retryable", True)
         log.warning("turn failed", extra={"error": str(exc), "retry": retryable, "attempt": self.request.retries})
-        if retryable and self.request.retries < self.max_retries:
+        if retryable and self.request.retries < 8:
             raise self.retry(countdown=backoff(self.request.retries), exc=exc)
         raise
-    # The outbox rows are committed: only now publish their sends.
-    for outbound_id in turn.outbound_ids:
-        enqueue(app, TASK_SEND, {"tenant_id": tenant.tenant_id, "outbound_id": outbound_id,
-                                 "request_id": payload.get("request_id"), "message_id": result.get("messageId")})
-    return {"outbound_ids": turn.outbound_ids, "duplicate": turn.duplicate}
+    if outcome.retry_in_ms is not None:
+        # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly.
+        raise self.retry(countdown=outcome.retry_in_ms / 1000)
+    rt.publish_sends(tenant.tenant_id, outcome.outbound_ids, payload.get("request_id"))
+    return {"answered": outcome.answered, "outbound_ids": outcome.outbound_ids, "reason": outcome.reason}

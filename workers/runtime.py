@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from shared.db.pools import TenantPools
 from shared.infobip.client import InfobipClient
-from shared.llm import LLMProvider, provider_for
-from shared.outbox import client_for
+from shared.llm.config import ProviderCache
+from shared.memory.embedders import embedder_for
+from shared.memory.store import MemoryStore
+from shared.outbox import client_for, enqueue_sends, queue_reply
+from shared.ratelimit import RateLimiter
+from shared.redis_conn import redis_client
 from shared.settings import Settings, load_settings
 from shared.tenants import Tenant, TenantRegistry, load_tenants
+from shared.tools.registry import build_registry
+from shared.turn import TurnDeps
 
 
 @dataclass
@@ -17,21 +24,52 @@ class Runtime:
     settings: Settings
     tenants: TenantRegistry
     pools: TenantPools = field(default_factory=TenantPools)
+    providers: ProviderCache = field(default_factory=ProviderCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _llms: dict = field(default_factory=dict)
     _clients: dict = field(default_factory=dict)
-
-    def llm(self, tenant: Tenant) -> LLMProvider:
-        with self._lock:
-            if tenant.tenant_id not in self._llms:
-                self._llms[tenant.tenant_id] = provider_for(tenant.llm)
-            return self._llms[tenant.tenant_id]
+    _memories: dict = field(default_factory=dict)
 
     def infobip(self, tenant: Tenant) -> InfobipClient:
         with self._lock:
             if tenant.tenant_id not in self._clients:
                 self._clients[tenant.tenant_id] = client_for(tenant)
             return self._clients[tenant.tenant_id]
+
+    def memory(self, tenant: Tenant) -> MemoryStore:
+        with self._lock:
+            if tenant.tenant_id not in self._memories:
+                self._memories[tenant.tenant_id] = MemoryStore(tenant, embedder_for(tenant))
+            return self._memories[tenant.tenant_id]
+
+    @cached_property
+    def turn_deps(self) -> TurnDeps:
+        return TurnDeps(
+            pools=self.pools,
+            llm_for=self.providers.get,
+            registry_for=build_registry,
+            memory_for=self.memory,
+            queue_reply=queue_reply,
+            infobip_for=self.infobip,
+            limiter=RateLimiter(self.settings.redis_url, redis_client(self.settings.redis_url)),
+        )
+
+    def publish_sends(self, tenant_id: str, outbound_ids: list[int], request_id: str | None) -> None:
+        """Publish sends whose outbox rows are committed (never before the commit)."""
+        if outbound_ids:
+            from workers.app import app
+
+            enqueue_sends(app, tenant_id, outbound_ids, request_id)
+
+    def check(self) -> None:
+        """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now."""
+        from shared.agents.registry import validate_agents
+        from shared.ratelimit import tenant_limits
+
+        for tenant in self.tenants:
+            validate_agents(tenant)
+            build_registry(tenant)
+            tenant_limits(tenant)
+            self.memory(tenant)
 
 
 _runtime: Runtime | None = None

@@ -1,33 +1,73 @@
-"""Scheduled work (queue `scheduled`), driven by celery beat."""
+"""Scheduled work (queue `scheduled`), driven by celery beat: due reminders, and the outbox's safety net."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+from shared.db import repo
+from shared.clock import utcnow
+from shared.outbox import enqueue_sends, requeue_stalled
 from shared.reminders import claim_due_reminders
-from shared.taskqueue import QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_SEND, enqueue
-from shared.turn import utcnow
+from shared.taskqueue import QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_RUN_TURN, enqueue
+from shared.turn import stalled_users
 from workers.app import app
 from workers.base import WabotTask
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
+BATCH = 100
+MAX_BATCHES = 20                       # per tenant and run; the rest waits for the next beat
+KEEP_PENDING_REPORTS = timedelta(days=7)
+
 
 @app.task(name=TASK_DISPATCH_REMINDERS, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
 def dispatch_reminders(self, payload: dict | None = None) -> int:
-    """Claim due reminders in every tenant database; two beats running at once never send one twice."""
+    """Claim due reminders in every tenant database; two beats running at once never send one twice. Also
+    forget reports that never found their message."""
     rt = get_runtime()
     sent = 0
     for tenant in rt.tenants:
         try:
+            for _ in range(MAX_BATCHES):
+                with rt.pools.connection(tenant) as conn:
+                    claimed = claim_due_reminders(conn, tenant, utcnow(), BATCH)
+                enqueue_sends(app, tenant.tenant_id, claimed.send_ids, None)  # committed above
+                sent += claimed.reminders
+                if claimed.reminders < BATCH:
+                    break
             with rt.pools.connection(tenant) as conn:
-                ids = claim_due_reminders(conn, tenant, utcnow())
+                repo.purge_pending_reports(conn, utcnow() - KEEP_PENDING_REPORTS)
         except Exception:
-            log.exception("reminder dispatch failed", extra={"tenant_id": tenant.tenant_id})
+            log.exception("scheduled dispatch failed", extra={"tenant_id": tenant.tenant_id})
             continue
-        for outbound_id in ids:  # committed above
-            enqueue(app, TASK_SEND, {"tenant_id": tenant.tenant_id, "outbound_id": outbound_id})
-        sent += len(ids)
     if sent:
         log.info("reminders dispatched", extra={"count": sent})
     return sent
+
+
+STALLED_TURN_SECONDS = 120
+
+
+@app.task(name=TASK_RECOVER, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
+def recover_stalled(self, payload: dict | None = None) -> dict:
+    """The safety net for lost tasks (a publish lost after its commit, Redis restarted without its data):
+    messages still `received` and outbox rows still `queued` after a while get their task again. Both tasks are
+    idempotent, so a false alarm costs nothing but a look."""
+    rt = get_runtime()
+    turns = sends = 0
+    for tenant in rt.tenants:
+        try:
+            with rt.pools.connection(tenant) as conn:
+                users = stalled_users(conn, STALLED_TURN_SECONDS)
+                stalled = requeue_stalled(conn, utcnow())
+            for user_id in users:
+                enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": user_id})
+            enqueue_sends(app, tenant.tenant_id, stalled, None)
+        except Exception:
+            log.exception("recovery sweep failed", extra={"tenant_id": tenant.tenant_id})
+            continue
+        turns, sends = turns + len(users), sends + len(stalled)
+    if turns or sends:
+        log.warning("recovered stalled work", extra={"turns": turns, "sends": sends})
+    return {"turns": turns, "sends": sends}

@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from shared.infobip.client import accepted_status
+
 # Outbound statuses ordered by how far a message got; a report never moves a message backwards.
 STATUS_RANK = {"queued": 0, "failed": 1, "not_sent": 1, "sent": 2, "undeliverable": 3, "expired": 3,
                "rejected": 3, "delivered": 4, "seen": 5}
@@ -82,17 +84,44 @@ def insert_assistant_message(conn: psycopg.Connection, *, user_id: int, body: st
 
 def create_outbound(conn: psycopg.Connection, *, message_id: str, user_id: int, to_number: str, body: str | None,
                     content: dict, kind: str = "text", part: int = 1, source_message: int | None = None,
-                    reminder_id: int | None = None, request_id: str | None = None) -> int:
+                    reminder_id: int | None = None, request_id: str | None = None, prev_id: int | None = None,
+                    chain_id: int | None = None, status: str = "queued", reason: str | None = None,
+                    next_attempt_at: datetime | None = None) -> int:
     """Record a send in the outbox. The send task is enqueued only after this row is committed."""
     row = conn.execute(
         """
         INSERT INTO outbound_messages (message_id, user_id, source_message, reminder_id, part, kind, to_number,
-                                       body, content, request_id)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+                                       body, content, request_id, prev_id, chain_id, status, reason,
+                                       next_attempt_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now())) RETURNING id
         """,
-        (message_id, user_id, source_message, reminder_id, part, kind, to_number, body, Jsonb(content), request_id),
+        (message_id, user_id, source_message, reminder_id, part, kind, to_number, body, Jsonb(content), request_id,
+         prev_id, chain_id, status, reason, next_attempt_at),
     ).fetchone()
     return row["id"]
+
+
+def create_fallback_outbound(conn: psycopg.Connection, *, fallback_of: int, message_id: str, user_id: int,
+                             to_number: str, body: str, content: dict, request_id: str | None) -> int | None:
+    """The template that replaces reply `fallback_of` after its window closed. None when one exists already: the
+    unique index makes the fallback happen once per reply, however many reports ask for it."""
+    row = conn.execute(
+        """
+        INSERT INTO outbound_messages (message_id, user_id, kind, to_number, body, content, request_id, fallback_of,
+                                       source_message, reminder_id, next_attempt_at)
+        SELECT %s, %s, 'template', %s, %s, %s, %s, o.id, o.source_message, o.reminder_id, now()
+        FROM outbound_messages o WHERE o.id = %s
+        ON CONFLICT (fallback_of) WHERE fallback_of IS NOT NULL DO NOTHING
+        RETURNING id
+        """,
+        (message_id, user_id, to_number, body, Jsonb(content), request_id, fallback_of),
+    ).fetchone()
+    return row["id"] if row else None
+
+
+def outbound_user(conn: psycopg.Connection, user_id: int) -> dict | None:
+    """What a send needs to know about its user: the number, the name for templates, the window start."""
+    return conn.execute("SELECT id, phone, name, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
 
 
 def lock_outbound(conn: psycopg.Connection, outbound_id: int) -> dict | None:
@@ -100,70 +129,156 @@ def lock_outbound(conn: psycopg.Connection, outbound_id: int) -> dict | None:
     return conn.execute("SELECT * FROM outbound_messages WHERE id = %s FOR UPDATE", (outbound_id,)).fetchone()
 
 
+def outbound_status(conn: psycopg.Connection, outbound_id: int) -> str | None:
+    row = conn.execute("SELECT status FROM outbound_messages WHERE id = %s", (outbound_id,)).fetchone()
+    return row["status"] if row else None
+
+
+def next_part(conn: psycopg.Connection, outbound_id: int) -> int | None:
+    """The queued part that waits for this one to be accepted."""
+    row = conn.execute("SELECT id FROM outbound_messages WHERE prev_id = %s AND status = 'queued'",
+                       (outbound_id,)).fetchone()
+    return row["id"] if row else None
+
+
+def chain_parts(conn: psycopg.Connection, head_id: int) -> list[dict]:
+    """Every part of the reply whose part 1 is `head_id`, in order."""
+    return conn.execute(
+        "SELECT id, part, status, body FROM outbound_messages WHERE id = %s OR chain_id = %s ORDER BY part",
+        (head_id, head_id),
+    ).fetchall()
+
+
+def stop_queued_parts(conn: psycopg.Connection, head_id: int, after_part: int, status: str, reason: str) -> int:
+    """Give up the queued parts after `after_part` of a reply (a part before them failed or was replaced)."""
+    return conn.execute(
+        """
+        UPDATE outbound_messages SET status = %s, reason = %s, next_attempt_at = NULL, updated_at = now()
+        WHERE chain_id = %s AND part > %s AND status = 'queued'
+        """,
+        (status, reason, head_id, after_part),
+    ).rowcount
+
+
 def record_send_accepted(conn: psycopg.Connection, outbound_id: int, response: Any) -> None:
-    status = (response or {}).get("status") if isinstance(response, dict) else None
+    """Infobip took the message (HTTP 2xx). A report that overtook this answer keeps its later status."""
+    status = accepted_status(response)
     conn.execute(
         """
         UPDATE outbound_messages SET
             status = CASE WHEN status = 'queued' OR status = 'failed' THEN 'sent' ELSE status END,
             status_group = COALESCE(status_group, %s), status_name = COALESCE(status_name, %s),
-            infobip_response = %s, error = NULL, attempts = attempts + 1, sent_at = now(), updated_at = now()
+            infobip_response = %s, error = NULL, reason = NULL, attempts = attempts + 1, sent_at = now(),
+            next_attempt_at = NULL, updated_at = now()
         WHERE id = %s
         """,
-        ((status or {}).get("groupName"), (status or {}).get("name"), Jsonb(response), outbound_id),
+        (status.get("groupName"), status.get("name"), Jsonb(response), outbound_id),
     )
 
 
-def record_send_error(conn: psycopg.Connection, outbound_id: int, error: dict, final: bool) -> None:
+def record_send_error(conn: psycopg.Connection, outbound_id: int, error: dict, final: bool,
+                      reason: str | None = None, next_attempt_at: datetime | None = None) -> None:
+    """A failed post: `final` marks the row failed (with Infobip's error); otherwise it stays queued for the retry
+    due at `next_attempt_at`."""
     conn.execute(
         """
         UPDATE outbound_messages SET status = CASE WHEN %s THEN 'failed' ELSE status END,
-            error = %s, attempts = attempts + 1, updated_at = now()
+            error = %s, reason = %s, attempts = attempts + 1,
+            next_attempt_at = CASE WHEN %s THEN NULL ELSE COALESCE(%s, now()) END, updated_at = now()
         WHERE id = %s
         """,
-        (final, Jsonb(error), outbound_id),
+        (final, Jsonb(error), reason, final, next_attempt_at, outbound_id),
     )
 
 
-def apply_delivery_report(conn: psycopg.Connection, message_id: str, report: dict) -> bool:
-    """Apply a delivery report; a report never moves a message back (a late PENDING after DELIVERED is ignored).
+def set_outbound_reason(conn: psycopg.Connection, outbound_id: int, reason: str) -> None:
+    conn.execute("UPDATE outbound_messages SET reason = %s, updated_at = now() WHERE id = %s", (reason, outbound_id))
 
-    Returns False when no outbound row has this messageId (yet).
+
+def apply_delivery_report(conn: psycopg.Connection, message_id: str, report: dict) -> dict | None:
+    """Apply a delivery report; a report never moves a message back (a late PENDING after DELIVERED is ignored),
+    and applying one twice changes nothing more.
+
+    Returns the row (with `applied`: whether the report moved it) or None when no row has this messageId (yet).
     """
     group = ((report.get("status") or {}).get("groupName") or "").upper()
     new_status = REPORT_STATUS.get(group, "sent")
     error = report.get("error") or None
     if error and (error.get("id") in (0, "0") or error.get("name") == "NO_ERROR"):
         error = None
-    row = conn.execute("SELECT id, status FROM outbound_messages WHERE message_id = %s FOR UPDATE",
-                       (message_id,)).fetchone()
+    row = conn.execute("SELECT * FROM outbound_messages WHERE message_id = %s FOR UPDATE", (message_id,)).fetchone()
     if row is None:
-        return False
-    if STATUS_RANK.get(new_status, 0) >= STATUS_RANK.get(row["status"], 0):
+        return None
+    applied = STATUS_RANK.get(new_status, 0) >= STATUS_RANK.get(row["status"], 0)
+    if applied:
         conn.execute(
             """
             UPDATE outbound_messages SET status = %s, status_group = %s, status_name = %s,
                 error = COALESCE(%s, error),
                 delivered_at = CASE WHEN %s = 'delivered' THEN COALESCE(delivered_at, now()) ELSE delivered_at END,
-                updated_at = now()
+                next_attempt_at = NULL, updated_at = now()
             WHERE id = %s
             """,
             (new_status, group or None, (report.get("status") or {}).get("name"),
              Jsonb(error) if error else None, new_status, row["id"]),
         )
-    return True
+    return {**row, "status": new_status if applied else row["status"], "applied": applied}
 
 
-def apply_seen_report(conn: psycopg.Connection, message_id: str, seen_at: datetime | None) -> bool:
-    row = conn.execute(
+def apply_seen_report(conn: psycopg.Connection, message_id: str, seen_at: datetime | None) -> dict | None:
+    """Seen is the furthest a message gets: applied whatever came before; the first seen time is kept."""
+    return conn.execute(
         """
         UPDATE outbound_messages SET status = 'seen', seen_at = COALESCE(seen_at, %s, now()),
-            delivered_at = COALESCE(delivered_at, %s, now()), updated_at = now()
-        WHERE message_id = %s RETURNING id
+            delivered_at = COALESCE(delivered_at, %s, now()), next_attempt_at = NULL, updated_at = now()
+        WHERE message_id = %s RETURNING *
         """,
         (seen_at, seen_at, message_id),
     ).fetchone()
-    return row is not None
+
+
+def outbound_exists(conn: psycopg.Connection, message_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM outbound_messages WHERE message_id = %s",
+                        (message_id,)).fetchone() is not None
+
+
+def store_pending_report(conn: psycopg.Connection, message_id: str, kind: str, report: dict) -> int:
+    """Keep a report whose message is not stored yet; `take_pending_reports` hands it over later."""
+    return conn.execute(
+        "INSERT INTO pending_reports (message_id, kind, report) VALUES (%s, %s, %s) RETURNING id",
+        (message_id, kind, Jsonb(report)),
+    ).fetchone()["id"]
+
+
+def take_pending_reports(conn: psycopg.Connection, message_id: str) -> list[dict]:
+    """Remove and return the kept reports of a message (oldest first). Two takers never get the same report."""
+    rows = conn.execute("DELETE FROM pending_reports WHERE message_id = %s RETURNING id, kind, report",
+                        (message_id,)).fetchall()
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def purge_pending_reports(conn: psycopg.Connection, older_than: datetime) -> int:
+    """Forget kept reports whose message never appeared (e.g. sent by another system on the same account)."""
+    return conn.execute("DELETE FROM pending_reports WHERE received_at < %s", (older_than,)).rowcount
+
+
+def stalled_outbound(conn: psycopg.Connection, due_before: datetime, limit: int = 100) -> list[int]:
+    """Queued sends whose task should have run before `due_before` but did not (a publish lost after the commit, a
+    task that crashed): the first queued part of each reply only, later parts wait for it."""
+    rows = conn.execute(
+        """
+        UPDATE outbound_messages SET next_attempt_at = now(), updated_at = now()
+        WHERE id IN (
+            SELECT o.id FROM outbound_messages o
+            LEFT JOIN outbound_messages p ON p.id = o.prev_id
+            WHERE o.status = 'queued' AND o.next_attempt_at < %s AND (p.id IS NULL OR p.status <> 'queued')
+            ORDER BY o.next_attempt_at LIMIT %s
+            FOR UPDATE OF o SKIP LOCKED)
+        RETURNING id
+        """,
+        (due_before, limit),
+    ).fetchall()
+    return [r["id"] for r in rows]
 
 
 def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: str | None, provider: str,

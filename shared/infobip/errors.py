@@ -1,6 +1,7 @@
 """Infobip error bodies, both formats, parsed without trusting their shape."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +35,25 @@ def parse_error(http_status: int | None, body: Any) -> InfobipError:
                                 body.get("violations"))
     text = body if isinstance(body, str) else ""
     return InfobipError(http_status, f"HTTP_{http_status}" if http_status else "NO_RESPONSE", text[:500])
+
+
+# Infobip's code for "no open customer-care session" (the 24-hour window is closed). Other providers' codes for the
+# same case differ (WhatsApp's 131047 "Re-engagement message"), so the name/description is read too.
+NO_SESSION_IDS = {7010}
+_SESSION_WORDS = re.compile(r"no[ _-]?session|session|window|24[ -]?h|re-?engagement", re.IGNORECASE)
+
+
+def is_session_error(error: Any) -> bool:
+    """Whether a delivery report's `error` says the chat window is closed (so only a template can go through)."""
+    if not isinstance(error, dict):
+        return False
+    try:
+        if int(error.get("id")) in NO_SESSION_IDS:
+            return True
+    except (TypeError, ValueError):
+        pass
+    words = f"{error.get('name') or ''} {error.get('description') or ''}"
+    if "NO_SESSION" in words.upper():
+        return True
+    permanent = error.get("permanent")
+    return (permanent is True or str(permanent).lower() == "true") and bool(_SESSION_WORDS.search(words))

@@ -7,7 +7,9 @@ body, headers) to play Infobip's failures: 429, 500, 401 ...
 Endpoints besides Infobip's own:
 - GET  /_sandbox/requests?since=N   recorded requests after sequence number N
 - GET  /_sandbox/messages?to=NUMBER&since=N   texts sent to a user (what the user would see on the phone)
-- POST /_sandbox/script   {"responses": [{"status": 500, "body": {...}, "headers": {...}}, ...]} for the next sends
+- POST /_sandbox/script   {"responses": [{"status": 500, "body": {...}, "headers": {...}, "to": "..."}, ...]} for
+  the next sends, in order; a response with `to` answers only a send to that number (tests running side by side
+  do not take each other's scripted failures), one without answers any send
 - POST /_sandbox/reset
 """
 from __future__ import annotations
@@ -48,6 +50,18 @@ def _pending(to: str, message_id: str) -> dict:
                        "description": "Message sent to next instance"}}
 
 
+def _recipient(body: Any) -> str | None:
+    """The `to` of a send: top-level for text and buttons, in `messages[0]` for templates."""
+    if not isinstance(body, dict):
+        return None
+    if body.get("to"):
+        return str(body["to"])
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        return messages[0].get("to")
+    return None
+
+
 class InfobipSandbox:
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0):
         self.api_key = api_key
@@ -85,6 +99,13 @@ class InfobipSandbox:
             self._requests.clear()
             self._script.clear()
 
+    def _take_script(self, to: str | None) -> dict | None:
+        """The first scripted response meant for this recipient (or for anyone); caller holds the lock."""
+        for i, item in enumerate(self._script):
+            if item.get("to") is None or item.get("to") == to:
+                return self._script.pop(i)
+        return None
+
     # ---- HTTP
     def _wsgi(self, environ, start_response):
         request = Request(environ)
@@ -104,7 +125,7 @@ class InfobipSandbox:
             self._requests.append({"seq": seq, "method": request.method, "path": path,
                                    "headers": {k: v for k, v in request.headers.items()},
                                    "json": body, "at": time.time()})
-            scripted = self._script.pop(0) if self._script and path in _SEND_PATHS else None
+            scripted = self._take_script(_recipient(body)) if path in _SEND_PATHS else None
         if self.api_key is not None and request.headers.get("Authorization") != f"App {self.api_key}":
             return self._json(error_body(401), 401)
         if scripted is not None:

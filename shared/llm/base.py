@@ -36,8 +36,14 @@ class ChatResult:
     content: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = field(default_factory=Usage)
-    model: str = ""
+    model: str = ""  # the model that actually answered (the fallback's, when the fallback answered)
     finish_reason: str | None = None
+    provider: str = ""  # the provider that actually answered ('' from providers that do not say: use their .name)
+
+
+def answered_by(result: ChatResult, llm: "LLMProvider") -> tuple[str, str]:
+    """(provider, model) of the answer, for usage accounting: a fallback may have answered instead of `llm`."""
+    return result.provider or llm.name, result.model or llm.model
 
 
 class LLMProvider(Protocol):

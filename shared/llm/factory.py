@@ -1,14 +1,21 @@
-"""Build the provider a tenant is configured for."""
+"""Build the provider object a tenant's LLMSettings describe (with key rotation and the fallback)."""
 from __future__ import annotations
 
 from shared.llm.base import LLMProvider
+from shared.llm.failover import FailoverProvider
 from shared.llm.mock import MockProvider
 from shared.llm.openai_compat import OpenAICompatProvider
-from shared.tenants import LLMSettings
+from shared.llm.settings import LLMSettings
+
+
+def _single(cfg: LLMSettings) -> LLMProvider:
+    if cfg.provider == "mock":
+        return MockProvider(model=cfg.model_chat or "mock-chat")
+    return OpenAICompatProvider(name=cfg.provider, model=cfg.model_chat, api_keys=cfg.keys, base_url=cfg.base_url,
+                                embed_model=cfg.model_embed, timeout=cfg.timeout, max_retries=cfg.max_retries)
 
 
 def provider_for(cfg: LLMSettings) -> LLMProvider:
-    if cfg.provider == "mock":
-        return MockProvider(model=cfg.model_chat or "mock-chat")
-    return OpenAICompatProvider(name=cfg.provider, model=cfg.model_chat, api_key=cfg.api_key,
-                                base_url=cfg.base_url, embed_model=cfg.model_embed)
+    """Construction only: no network call is made here."""
+    primary = _single(cfg)
+    return FailoverProvider(primary, _single(cfg.fallback)) if cfg.fallback is not None else primary

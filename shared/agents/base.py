@@ -1,0 +1,72 @@
+"""The agent interface (the seed's, in Python): name, allowed_tenants, can_handle(intent), handle(request).
+
+A specialised agent owns a set of tools and answers by running the tool loop with only those tools exposed to
+the model; the orchestrator decides which agents see a turn (tool gating).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.llm.base import LLMProvider
+from shared.tenants import Tenant
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shared.tools.base import ToolContext
+    from shared.tools.registry import ToolRegistry
+
+INTENTS = ("smalltalk", "db", "http", "mixed", "unknown")
+
+
+@dataclass(frozen=True)
+class Intent:
+    name: str            # one of INTENTS
+    source: str          # rules | embedding | llm | default
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One model call, as `llm_usage` records it."""
+
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+    tools_used: tuple[str, ...] = ()
+    purpose: str = "chat"
+
+
+@dataclass
+class AgentRequest:
+    tenant: Tenant
+    text: str
+    messages: list[dict[str, Any]]       # the built prompt (system, memories, history, user)
+    intent: Intent
+    llm: LLMProvider
+    registry: "ToolRegistry"
+    tool_ctx: "ToolContext"
+    max_steps: int = 6
+
+
+@dataclass
+class AgentResponse:
+    text: str
+    agent: str
+    tools_offered: list[str] = field(default_factory=list)
+    tools_used: list[str] = field(default_factory=list)
+    calls: list[LLMCall] = field(default_factory=list)
+    steps: int = 0
+    stopped_early: bool = False
+
+
+class Agent(Protocol):
+    name: str
+    allowed_tenants: frozenset[str] | None   # None: every tenant may enable it
+
+    def can_handle(self, intent: str) -> bool: ...
+
+    def tool_names(self, registry: "ToolRegistry") -> list[str]: ...
+
+    def handle(self, request: AgentRequest) -> AgentResponse: ...

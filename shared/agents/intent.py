@@ -1,0 +1,114 @@
+"""Cheap intent classification for tool gating: rules first, then similarity to example phrases, the LLM only
+when both are unsure. Misclassifying costs tokens, not correctness: when unsure the orchestrator exposes every
+enabled tool.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from functools import lru_cache
+from typing import Iterable
+
+from shared.agents.base import Intent, LLMCall
+from shared.llm.base import LLMProvider, answered_by
+
+_DB = re.compile(
+    r"\b(remind|reminders?|remember|save|note|notes|schedul\w*|agenda|calendar|appointments?|events?|meetings?|"
+    r"what do i have|am i (doing|busy)|forget|delete|remove|cancel|birthday|to-?do|tasks?|plans?|"
+    r"tomorrow|tonight|next week|this week|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"what did i (tell|say)|do you remember)\b", re.I)
+_SMALLTALK = re.compile(
+    r"^\s*(hi|hello|hey|hola|yo|good (morning|afternoon|evening|night)|thanks?( you)?|thank you|ok(ay)?|cool|"
+    r"great|bye|see you|how are you|who are you|what('s| is) your name|nice|lol|👍|🙏)\b[\s!.?]*", re.I)
+_STOP = {"get", "the", "for", "and", "with", "from", "this", "that", "current", "api", "list", "your", "about",
+         "tool", "returns", "return", "data", "info", "information", "city", "given", "user"}
+
+EXAMPLES = {
+    "db": ["what's on my calendar", "add an appointment", "do I have anything on monday", "put it in my diary",
+           "what did I tell you about my car", "i need to pick up the kids at 5", "my dentist is next week"],
+    "smalltalk": ["how are you doing", "good night", "ok cool", "who made you", "you are funny", "nice one",
+                  "have a great day"],
+}
+SIMILARITY_THRESHOLD = 0.45
+
+
+def http_keywords(descriptions: Iterable[tuple[str, str]]) -> set[str]:
+    """Words that point at a tenant's HTTP tools (from their names and descriptions)."""
+    words: set[str] = set()
+    for name, description in descriptions:
+        for w in re.findall(r"[a-z]+", f"{name.replace('_', ' ')} {description}".lower()):
+            if len(w) > 3 and w not in _STOP:
+                words.add(w)
+    return words
+
+
+def _vector(text: str, dim: int = 256) -> list[float]:
+    vec = [0.0] * dim
+    tokens = re.findall(r"\w+", text.lower())
+    grams = tokens + [t[i:i + 3] for t in tokens for i in range(max(1, len(t) - 2))]
+    for g in grams:
+        h = int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "big")
+        vec[h % dim] += 1.0 if (h >> 40) & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+@lru_cache(maxsize=1)
+def _example_vectors() -> dict[str, list[list[float]]]:
+    return {k: [_vector(e) for e in v] for k, v in EXAMPLES.items()}
+
+
+def _similar(text: str) -> tuple[str, float]:
+    v = _vector(text)
+    best, score = "unknown", 0.0
+    for intent, vectors in _example_vectors().items():
+        for e in vectors:
+            s = sum(a * b for a, b in zip(v, e))
+            if s > score:
+                best, score = intent, s
+    return best, score
+
+
+def classify(text: str, http_words: set[str], llm: LLMProvider | None = None,
+             calls: list[LLMCall] | None = None) -> Intent:
+    """Classify one user message. LLM calls made here are appended to `calls` for usage accounting."""
+    low = text.lower()
+    db = bool(_DB.search(low))
+    http = any(re.search(rf"\b{re.escape(w)}\w*\b", low) for w in http_words)
+    if db and http:
+        return Intent("mixed", "rules")
+    if db:
+        return Intent("db", "rules")
+    if http:
+        return Intent("http", "rules")
+    if _SMALLTALK.fullmatch(text.strip()) or (_SMALLTALK.match(text) and len(low.split()) <= 4):
+        return Intent("smalltalk", "rules")
+    best, score = _similar(text)
+    if score >= SIMILARITY_THRESHOLD:
+        return Intent(best, "embedding", round(score, 3))
+    if llm is not None:
+        return _ask_llm(text, llm, calls)
+    return Intent("unknown", "default", 0.0)
+
+
+_PROMPT = ("Classify the user's message for a WhatsApp business assistant. Answer with exactly one word: "
+           "smalltalk (greetings, chit-chat), db (the user's own notes, events, schedule, reminders, memories), "
+           "http (a question answered by an external service of the business), unknown.")
+
+
+def _ask_llm(text: str, llm: LLMProvider, calls: list[LLMCall] | None) -> Intent:
+    started = time.monotonic()
+    try:
+        result = llm.chat([{"role": "system", "content": _PROMPT}, {"role": "user", "content": text}])
+    except Exception:
+        return Intent("unknown", "default", 0.0)
+    if calls is not None:
+        provider, model = answered_by(result, llm)
+        calls.append(LLMCall(provider, model, result.usage.prompt_tokens, result.usage.completion_tokens,
+                             int((time.monotonic() - started) * 1000), (), "intent"))
+    word = re.findall(r"[a-z]+", (result.content or "").lower())
+    name = word[0] if word and word[0] in ("smalltalk", "db", "http") else "unknown"
+    return Intent(name, "llm", 0.5)
+

@@ -1,0 +1,43 @@
+"""The orchestrator: picks the agents that can handle the turn's intent and exposes only their tools.
+
+- small talk: no tool schemas at all (the cheapest prompt);
+- one specialised agent: that agent handles the turn with its own tools;
+- several, or unsure: one loop with the union of the enabled agents' tools (never fail for lack of a tool).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from shared.agents.base import Agent, AgentRequest, AgentResponse
+from shared.agents.loop import run_tool_loop
+
+
+class Orchestrator:
+    name = "orchestrator"
+    allowed_tenants = None
+
+    def __init__(self, agents: Sequence[Agent]):
+        self.agents = list(agents)
+
+    def can_handle(self, intent: str) -> bool:
+        return True
+
+    def tool_names(self, registry) -> list[str]:
+        names: list[str] = []
+        for agent in self.agents:
+            names += [n for n in agent.tool_names(registry) if n not in names]
+        return names
+
+    def handle(self, request: AgentRequest) -> AgentResponse:
+        intent = request.intent.name
+        if intent == "smalltalk":
+            return run_tool_loop(request, self.name, [])
+        able = [a for a in self.agents if a.can_handle(intent)] if intent != "unknown" else []
+        if len(able) == 1:
+            return able[0].handle(request)
+        if able:
+            names: list[str] = []
+            for agent in able:
+                names += [n for n in agent.tool_names(request.registry) if n not in names]
+            return run_tool_loop(request, self.name, names)
+        return run_tool_loop(request, self.name, self.tool_names(request.registry))

@@ -1,0 +1,66 @@
+"""When to try an Infobip send again: exponential backoff with jitter, or Infobip's own `Retry-After`.
+
+The schedule is computed here and carried out by Celery (`self.retry(countdown=...)`): the waiting task sits in the
+broker, not in a sleeping worker thread, which is why no blocking retry library (tenacity) is used for sends.
+"""
+from __future__ import annotations
+
+import os
+import random
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Mapping
+
+from shared.errors import ConfigError
+
+MAX_ATTEMPTS = 6                 # posts of one outbox row, the first included
+DEFAULT_BASE_SECONDS = 2.0
+MAX_DELAY_SECONDS = 300.0        # cap of the exponential backoff
+MAX_RETRY_AFTER_SECONDS = 3600.0  # a Retry-After beyond this is treated as this (the task must not vanish for days)
+
+
+def retry_base_seconds(env: Mapping[str, str] | None = None) -> float:
+    """INFOBIP_RETRY_BASE_SECONDS: the first backoff step (default 2 s; the tests make it short)."""
+    raw = (os.environ if env is None else env).get("INFOBIP_RETRY_BASE_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_BASE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("INFOBIP_RETRY_BASE_SECONDS must be a number of seconds") from None
+    if not 0 < value <= 600:
+        raise ConfigError("INFOBIP_RETRY_BASE_SECONDS must be greater than 0 and at most 600")
+    return value
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds to wait: either delta-seconds (`"120"`) or an HTTP date. None when absent or
+    unreadable (the backoff applies then); never negative."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def retry_delay(attempt: int, retry_after: float | None, base: float, cap: float = MAX_DELAY_SECONDS) -> float:
+    """Seconds before the next try after `attempt` failed tries (1 = the first post failed).
+
+    Infobip's `Retry-After` wins when given; otherwise a random delay between base/2 and base * 2^(attempt-1)
+    (capped), so many throttled sends do not come back at the same instant."""
+    if retry_after is not None:
+        return retry_after
+    return random.uniform(base / 2, min(cap, base * (2 ** max(attempt - 1, 0))))

@@ -1,0 +1,142 @@
+"""Which provider a tenant uses right now: environment < tenants.yaml < the active `llm_providers` row.
+
+tenants.yaml (with the environment defaults merged in) is read once at start-up into `tenant.llm`; the tenant's
+`llm_providers` table can be changed while workers run (`wabot providers set-active`). The active row replaces
+the yaml block as a whole (its own keys, URL and fallback row); timeout and max_retries stay the yaml's, since
+the table has no columns for them. Rows store names of environment variables, never keys.
+`ProviderCache` re-reads the table at most every `ttl_seconds` per tenant, so a change reaches running workers
+within the TTL, and keeps the same provider object while the settings stay equal (key cool-downs survive).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from psycopg.rows import dict_row
+
+from shared.errors import ConfigError
+from shared.llm.base import LLMProvider
+from shared.llm.factory import provider_for
+from shared.llm.settings import PROVIDERS_NEEDING_KEY, LLMSettings, default_chat_model, keys_from_envs
+from shared.settings import LLM_PROVIDERS
+
+if TYPE_CHECKING:  # shared.tenants imports shared.llm: only the type here, to keep the import graph acyclic
+    import psycopg
+
+    from shared.tenants import Tenant
+
+log = logging.getLogger(__name__)
+
+ROW_COLUMNS = "name, provider, base_url, model_chat, model_embed, api_key_envs, fallback, is_active"
+
+
+def active_row(conn: "psycopg.Connection") -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(f"SELECT {ROW_COLUMNS} FROM llm_providers WHERE is_active").fetchone()
+
+
+def row_by_name(conn: "psycopg.Connection", name: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(f"SELECT {ROW_COLUMNS} FROM llm_providers WHERE name = %s", (name,)).fetchone()
+
+
+def settings_from_row(row: Mapping[str, Any], tenant: "Tenant", env: Mapping[str, str],
+                      fallback: LLMSettings | None = None) -> LLMSettings:
+    """An `llm_providers` row as LLMSettings; errors name the tenant, the row and the variable, never a key."""
+    from shared.tenants import EMBEDDING_DIMS  # late: see the TYPE_CHECKING note above
+
+    where = f"tenant {tenant.tenant_id}: llm_providers row {row['name']!r}"
+    provider = (row["provider"] or "").strip().lower()
+    if provider not in LLM_PROVIDERS:
+        raise ConfigError(f"{where}: provider must be one of {', '.join(LLM_PROVIDERS)}")
+    keys = keys_from_envs(list(row["api_key_envs"] or []), env, where)
+    if provider in PROVIDERS_NEEDING_KEY and not keys:
+        raise ConfigError(f"{where}: provider {provider} needs a key; name its variable in api_key_envs")
+    model_embed = row["model_embed"] or tenant.embedding_model
+    if EMBEDDING_DIMS.get(model_embed, tenant.embedding_dim) != tenant.embedding_dim:
+        raise ConfigError(f"{where}: model_embed {model_embed} does not make {tenant.embedding_dim}-dimensional "
+                          f"vectors like the tenant's embedding_model")
+    return LLMSettings(
+        provider=provider,
+        model_chat=row["model_chat"] or default_chat_model(provider),
+        model_embed=model_embed,
+        base_url=row["base_url"] or None,
+        api_key=keys[0] if keys else "",
+        api_keys=keys,
+        fallback=fallback,
+        timeout=tenant.llm.timeout,
+        max_retries=tenant.llm.max_retries,
+        source=f"llm_providers:{row['name']}",
+    )
+
+
+def resolve_llm(tenant: "Tenant", conn: "psycopg.Connection", env: Mapping[str, str] | None = None) -> LLMSettings:
+    """The tenant's effective LLM settings: the active row of its llm_providers table, else tenant.llm.
+
+    A row's `fallback` names another row (one level: that row's own fallback is not followed).
+    """
+    env = os.environ if env is None else env
+    row = active_row(conn)
+    if row is None:
+        return tenant.llm
+    fallback = None
+    if row["fallback"]:
+        fb_row = row_by_name(conn, row["fallback"])
+        if fb_row is None:
+            raise ConfigError(f"tenant {tenant.tenant_id}: llm_providers row {row['name']!r} names fallback "
+                              f"{row['fallback']!r}, which is not a row of llm_providers")
+        fallback = settings_from_row(fb_row, tenant, env)
+    return settings_from_row(row, tenant, env, fallback)
+
+
+@dataclass
+class _Entry:
+    settings: LLMSettings
+    provider: LLMProvider
+    checked_at: float
+
+
+class ProviderCache:
+    """Per-tenant providers for a long-running, threaded worker; the table is re-read at most every TTL."""
+
+    def __init__(self, ttl_seconds: float = 30.0, *, clock: Callable[[], float] = time.monotonic,
+                 build: Callable[[LLMSettings], LLMProvider] = provider_for, env: Mapping[str, str] | None = None):
+        if ttl_seconds < 0:
+            raise ValueError("ttl_seconds must be >= 0")
+        self.ttl = ttl_seconds
+        self._clock, self._build, self._env = clock, build, env
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    def get(self, tenant: "Tenant", conn: "psycopg.Connection") -> LLMProvider:
+        """The tenant's provider. Reads `conn` only when the cached one is older than the TTL."""
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(tenant.tenant_id)
+        if entry is not None and now - entry.checked_at < self.ttl:
+            return entry.provider
+        settings = resolve_llm(tenant, conn, self._env)  # outside the lock: a DB round trip
+        with self._lock:
+            entry = self._entries.get(tenant.tenant_id)
+            if entry is not None and entry.settings == settings:
+                entry.checked_at = now  # unchanged: keep the provider (and its keys' cool-downs)
+                return entry.provider
+            provider = self._build(settings)
+            self._entries[tenant.tenant_id] = _Entry(settings, provider, now)
+        log.info("LLM provider selected", extra={"tenant_id": tenant.tenant_id, "llm_source": settings.source,
+                                                 "llm_provider": settings.provider, "llm_model": settings.model_chat,
+                                                 "llm_fallback": settings.fallback.provider if settings.fallback
+                                                 else None})
+        return provider
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        """Forget one tenant's provider (or all): the next get() re-reads the table."""
+        with self._lock:
+            if tenant_id is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(tenant_id, None)

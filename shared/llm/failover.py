@@ -1,0 +1,54 @@
+"""A primary provider with a fallback: when the primary fails after its own retries, the fallback answers.
+
+The answer says who answered (ChatResult.provider / .model), so usage is booked on the provider that did the
+work. Embeddings fail over only when both sides use the same embedding model: vectors of another model live in
+another space and would silently poison the tenant's memory search.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, Sequence
+
+from shared.llm.base import ChatResult, LLMError, LLMProvider
+
+log = logging.getLogger(__name__)
+
+
+class FailoverProvider:
+    def __init__(self, primary: LLMProvider, fallback: LLMProvider):
+        self.primary, self.fallback = primary, fallback
+        self.name = primary.name  # who we mean to talk to; each ChatResult names who did answer
+        self.model = primary.model
+
+    def __repr__(self) -> str:
+        return f"FailoverProvider({self.primary!r} -> {self.fallback!r})"
+
+    def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
+             temperature: float | None = None) -> ChatResult:
+        try:
+            result = self.primary.chat(messages, tools=tools, temperature=temperature)
+            return replace(result, provider=result.provider or self.primary.name,
+                           model=result.model or self.primary.model)
+        except LLMError as exc:
+            log.warning("LLM primary failed; the fallback answers", extra={
+                "llm_provider": self.primary.name, "llm_model": self.primary.model, "error": str(exc),
+                "status": exc.status, "fallback_provider": self.fallback.name, "fallback_model": self.fallback.model})
+        try:
+            result = self.fallback.chat(messages, tools=tools, temperature=temperature)
+        except LLMError as exc:
+            raise LLMError(f"primary {self.primary.name} and fallback {self.fallback.name} both failed: {exc}",
+                           retryable=exc.retryable, status=exc.status) from None
+        return replace(result, provider=result.provider or self.fallback.name,
+                       model=result.model or self.fallback.model)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        try:
+            return self.primary.embed(texts)
+        except LLMError as exc:
+            same_space = getattr(self.primary, "embed_model", None) == getattr(self.fallback, "embed_model", None)
+            if not same_space:
+                raise
+            log.warning("LLM primary embeddings failed; the fallback embeds", extra={
+                "llm_provider": self.primary.name, "error": str(exc), "fallback_provider": self.fallback.name})
+        return self.fallback.embed(texts)

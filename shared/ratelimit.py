@@ -1,0 +1,58 @@
+"""Per-user and per-tenant rate limits (moving windows in Redis, via the `limits` package).
+
+A user flooding the bot gets one notice per window; the rest of the messages are stored but not answered.
+The limits are per tenant (`config.rate_limit_user`, `config.rate_limit_tenant`, in `limits` notation such as
+"20/minute") and shared by every worker process and host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from shared.errors import ConfigError
+from shared.redis_conn import limits_url
+from shared.tenants import Tenant
+
+DEFAULT_USER = "30/minute"
+DEFAULT_TENANT = "1200/minute"
+NOTICE = "You're sending messages faster than I can answer. I'll read the rest, but please wait a moment."
+
+
+def tenant_limits(tenant: Tenant) -> tuple[object, object]:
+    extra = tenant.config.extra
+    try:
+        return (parse(str(extra.get("rate_limit_user", DEFAULT_USER))),
+                parse(str(extra.get("rate_limit_tenant", DEFAULT_TENANT))))
+    except ValueError:
+        raise ConfigError(f"tenant {tenant.tenant_id}: config.rate_limit_user / rate_limit_tenant must look like "
+                          "'20/minute'") from None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    scope: str | None = None   # "user" or "tenant" when refused
+    notify: bool = False       # True once per window: send the user the notice
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str, client: redis.Redis):
+        self._limiter = MovingWindowRateLimiter(storage_from_string(limits_url(redis_url)))
+        self._redis = client
+
+    def check(self, tenant: Tenant, phone: str) -> Verdict:
+        per_user, per_tenant = tenant_limits(tenant)
+        if not self._limiter.hit(per_tenant, "wabot-tenant", tenant.tenant_id):
+            return self._refused(tenant, phone, "tenant", per_tenant)
+        if not self._limiter.hit(per_user, "wabot-user", tenant.tenant_id, phone):
+            return self._refused(tenant, phone, "user", per_user)
+        return Verdict(True)
+
+    def _refused(self, tenant: Tenant, phone: str, scope: str, limit) -> Verdict:
+        first = self._redis.set(f"wabot:rl-notice:{tenant.tenant_id}:{phone}", "1", nx=True,
+                                ex=int(limit.get_expiry()))
+        return Verdict(False, scope, bool(first))

@@ -1,0 +1,259 @@
+"""Per-tenant HTTP tools, declared in tenants.yaml under `http_tools:` (one tool each, group "http").
+
+    http_tools:
+      - name: get_weather
+        description: Current weather for a city
+        method: GET                                     # GET | POST | PUT | PATCH | DELETE
+        url: "https://api.weather.example/v1/current?city={city}"
+        parameters: {type: object, properties: {city: {type: string}}, required: [city]}
+        headers: {X-Api-Key: "${WEATHER_API_KEY}"}     # secrets come from the environment
+        timeout_seconds: 5                              # whole exchange, default 10, at most 60
+        allow_private_network: false                    # true only for APIs on your own network
+        max_response_bytes: 65536                       # default 65536, at most 10 MiB
+        max_redirects: 3                                # same-host redirects followed, 0..3
+
+`{placeholders}` in the URL's path and query are filled URL-encoded from the arguments of the same name (never in
+the scheme, host or port: the model cannot choose where the request goes). The other arguments go to the query
+string (GET/DELETE) or a JSON body (POST/PUT/PATCH). Network guarantees: see `shared.tools.netguard`.
+Header values never appear in results, errors or logs: they are not put in messages, and any echo of them in a
+response is replaced by "[redacted]".
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from shared.errors import ConfigError
+from shared.tenants import Tenant
+from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
+from shared.tools.netguard import FetchError, fetch
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")          # what OpenAI accepts as a function name
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+KEYS = {"name", "description", "method", "url", "parameters", "headers", "timeout_seconds",
+        "allow_private_network", "max_response_bytes", "max_redirects"}
+MAX_TEXT_CHARS = 4000           # text answers are cut here: the model needs the gist, not a whole page
+MAX_ERROR_BODY_CHARS = 300
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class HttpToolSpec:
+    name: str
+    description: str
+    method: str
+    url: str
+    parameters: Mapping[str, Any]
+    headers: Mapping[str, str]
+    timeout_seconds: float
+    allow_private_network: bool
+    max_response_bytes: int
+    max_redirects: int
+
+    def __repr__(self) -> str:  # headers hold secrets: never print them
+        return f"HttpToolSpec(name={self.name!r}, method={self.method!r})"
+
+
+class HttpTool(Tool):
+    """One declared API endpoint as a tool; stateless, so one instance serves every thread."""
+
+    group = "http"
+
+    def __init__(self, spec: HttpToolSpec):
+        self.spec = spec
+        self.name = spec.name
+        self.description = spec.description
+        self.input_schema = spec.parameters
+        self.annotations = ToolAnnotations(readOnlyHint=spec.method == "GET",
+                                           destructiveHint=spec.method == "DELETE", openWorldHint=True)
+        self._placeholders = tuple(dict.fromkeys(PLACEHOLDER.findall(spec.url)))
+        self._secrets = tuple(v for v in spec.headers.values() if len(v) >= 4)
+
+    def __repr__(self) -> str:
+        return f"HttpTool({self.name!r})"
+
+    def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
+        spec = self.spec
+        url = build_url(spec.url, args, self._placeholders)
+        rest = {k: v for k, v in args.items() if k not in self._placeholders}
+        params, body = (None, rest) if spec.method in BODY_METHODS else (_query_params(rest), None)
+        try:
+            fetched = fetch(spec.method, url, headers=spec.headers, params=params, json_body=body,
+                            timeout=spec.timeout_seconds, max_bytes=spec.max_response_bytes,
+                            allow_private=spec.allow_private_network, max_redirects=spec.max_redirects)
+        except FetchError as exc:
+            raise ToolError(self.redact(f"{self.name}: {exc}")) from None
+        text = fetched.body.decode(fetched.encoding or "utf-8", errors="replace")
+        if not 200 <= fetched.status < 300:
+            snippet = self.redact(text[:MAX_ERROR_BODY_CHARS]).strip()
+            raise ToolError(f"{self.name}: the API answered HTTP {fetched.status}"
+                            + (f": {snippet}" if snippet else ""))
+        if "json" in fetched.content_type.lower():
+            try:
+                return self.redact(json.loads(text))
+            except ValueError:
+                pass  # a server that mislabels text: fall through and return it as text
+        truncated = len(text) > MAX_TEXT_CHARS
+        return {"text": self.redact(text[:MAX_TEXT_CHARS]), "truncated": truncated}
+
+    def redact(self, value: Any) -> Any:
+        """Replace every header value (API keys) echoed back in `value`, at any depth."""
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, list):
+            return [self.redact(v) for v in value]
+        if isinstance(value, dict):
+            return {self.redact(k): self.redact(v) for k, v in value.items()}
+        return value
+
+
+def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, ...]) -> str:
+    """Fill the placeholders, each URL-encoded as a whole (a '/' or '?' in a value cannot change the path)."""
+    values = {}
+    for name in placeholders:
+        if name not in args:
+            raise ToolError(f"missing argument {name!r}")
+        value = args[name]
+        if isinstance(value, (dict, list)) or value is None:
+            raise ToolError(f"argument {name!r} must be a string or a number")
+        values[name] = quote(_scalar(value), safe="")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _query_params(args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Scalars as `k=v`, lists as repeated keys, objects as JSON text; None is left out."""
+    params: list[tuple[str, str]] = []
+    for key, value in args.items():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if item is None:
+                continue
+            params.append((key, json.dumps(item) if isinstance(item, (dict, list)) else _scalar(item)))
+    return params
+
+
+def _number(doc: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float,
+            whole: bool = False) -> Any:
+    value = doc.get(key, default)
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{where}: {key} must be {kind} between {lo} and {hi}")
+    return value
+
+
+def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
+    """Validate one entry of `http_tools`; errors name the tenant, the tool and the field, never a header value."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}] must be a mapping")
+    name = doc.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}].name must be 1-64 letters, digits, '_' or '-'")
+    where = f"tenant {tenant_id} http tool {name}"
+    unknown = sorted(set(doc) - KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+    description = doc.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise ConfigError(f"{where}: description must be a non-empty string (the model chooses tools by it)")
+    method = doc.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ConfigError(f"{where}: method must be one of {', '.join(METHODS)}")
+    method = method.upper()
+
+    url = doc.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{where}: url must be a string")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"{where}: url is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(f"{where}: url must start with http:// or https://")
+    if "{" in parts.netloc or "}" in parts.netloc:
+        raise ConfigError(f"{where}: url may not have placeholders in the host or port")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{where}: url has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where}: url has no host")
+    if parts.username or parts.password:
+        raise ConfigError(f"{where}: url may not carry credentials; use headers")
+    if "{" in PLACEHOLDER.sub("", url) or "}" in PLACEHOLDER.sub("", url):
+        raise ConfigError(f"{where}: url has a malformed placeholder (use {{name}} with letters, digits, '_')")
+
+    parameters = doc.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict) or parameters.get("type") != "object":
+        raise ConfigError(f"{where}: parameters must be a JSON schema with type: object")
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        raise ConfigError(f"{where}: parameters is not a valid JSON schema ({exc.message})") from None
+    properties = parameters.get("properties") or {}
+    required = set(parameters.get("required") or [])
+    for placeholder in PLACEHOLDER.findall(url):
+        if placeholder not in properties:
+            raise ConfigError(f"{where}: url placeholder {{{placeholder}}} is not in parameters.properties")
+        if placeholder not in required:
+            raise ConfigError(f"{where}: url placeholder {{{placeholder}}} must be listed in parameters.required")
+
+    headers = doc.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{where}: headers must be a mapping of header name to value")
+    clean_headers: dict[str, str] = {}
+    for key, value in headers.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", key):
+            raise ConfigError(f"{where}: headers has an invalid header name")
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or "\n" in str(value) or "\r" in str(value):
+            raise ConfigError(f"{where}: headers.{key} must be a single-line string")
+        clean_headers[key] = str(value)
+
+    allow_private = doc.get("allow_private_network", False)
+    if not isinstance(allow_private, bool):
+        raise ConfigError(f"{where}: allow_private_network must be true or false")
+
+    return HttpTool(HttpToolSpec(
+        name=name, description=description.strip(), method=method, url=url, parameters=parameters,
+        headers=clean_headers,
+        timeout_seconds=float(_number(doc, "timeout_seconds", where, 10, 0.01, 60)),
+        allow_private_network=allow_private,
+        max_response_bytes=_number(doc, "max_response_bytes", where, 65536, 1, 10 * 1024 * 1024, whole=True),
+        max_redirects=_number(doc, "max_redirects", where, 3, 0, 3, whole=True),
+    ))
+
+
+def parse_http_tools(tenant: Tenant) -> list[HttpTool]:
+    """The tenant's declared HTTP tools (none when `http_tools` is absent); ConfigError on any bad entry."""
+    docs = (tenant.raw or {}).get("http_tools")
+    if docs is None:
+        return []
+    if not isinstance(docs, list):
+        raise ConfigError(f"tenant {tenant.tenant_id}: http_tools must be a list")
+    tools: list[HttpTool] = []
+    seen: set[str] = set()
+    for index, doc in enumerate(docs):
+        tool = parse_http_tool(doc, tenant.tenant_id, index)
+        if tool.name in seen:
+            raise ConfigError(f"tenant {tenant.tenant_id} http tool {tool.name}: name is used twice")
+        seen.add(tool.name)
+        tools.append(tool)
+    return tools

@@ -1,0 +1,198 @@
+"""The memory tools the model may call: save/update an item, search memory, list events, delete an item.
+
+They act only on `ctx.user_id` (bound by the server): an id that belongs to another user, or to tenant-wide
+knowledge, is "no such item" and nothing changes. Times the model writes without an offset are in the tenant's
+time zone, and every time in a result is ISO 8601 in that zone.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from shared.llm.base import LLMError
+from shared.memory.store import DEFAULT_SEARCH_MIN_SCORE, MemoryHit, NewItem
+from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ITEM_KINDS = ("note", "event", "task")
+
+
+def _validate(tool: Tool, args: Any) -> dict:
+    """Check arguments against the tool's JSON Schema; the first error becomes a ToolError the model can fix."""
+    if not isinstance(args, dict):
+        raise ToolError("arguments must be a JSON object")
+    error = best_match(Draft202012Validator(tool.input_schema).iter_errors(args))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise ToolError(f"invalid arguments{f' at {where}' if where else ''}: {error.message}")
+    return args
+
+
+def parse_when(value: str, tz: tzinfo, field: str) -> tuple[datetime, bool]:
+    """An ISO 8601 date or date-time as an aware datetime (no offset: in `tz`); and whether it was a date alone."""
+    text = value.strip()
+    try:
+        if _DATE_ONLY.match(text):
+            return datetime.combine(date.fromisoformat(text), time(0, 0), tz), True
+        when = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ToolError(f"{field} must be an ISO 8601 date or date-time such as 2026-11-27 or "
+                        f"2026-11-27T15:30, not {value[:40]!r}") from None
+    return (when.replace(tzinfo=tz) if when.utcoffset() is None else when), False
+
+
+def week_of(now: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
+    """This week in `tz`: Monday 00:00 to next Monday 00:00 (wall-clock midnights, so DST weeks are right)."""
+    local = now.astimezone(tz).date()
+    monday = local - timedelta(days=local.weekday())
+    return (datetime.combine(monday, time(0, 0), tz), datetime.combine(monday + timedelta(days=7), time(0, 0), tz))
+
+
+def _item_json(hit: MemoryHit, tz: tzinfo) -> dict:
+    data = hit.as_json(tz)
+    data.pop("score")
+    return data
+
+
+class UpsertItem(Tool):
+    name = "upsert_item"
+    description = ("Save a note, event or task for this user, or change one of the user's items by giving its id. "
+                   "Events need starts_at. Times without an offset are in the business's time zone.")
+    input_schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "description": "id of the user's item to change; omit to create"},
+            "kind": {"type": "string", "enum": list(ITEM_KINDS)},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "content": {"type": "string", "maxLength": 4000, "description": "details"},
+            "starts_at": {"type": "string", "minLength": 10, "maxLength": 40,
+                          "description": "ISO 8601 date-time, e.g. 2026-11-27T15:30 (events, task due times)"},
+        },
+        "required": ["kind", "title"],
+        "additionalProperties": False,
+    }
+    annotations = ToolAnnotations()
+
+    def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
+        args = _validate(self, args)
+        tz = ctx.tenant.config.tz
+        fields: dict[str, Any] = {"kind": args["kind"], "title": args["title"].strip()}
+        if "content" in args:
+            fields["content"] = args["content"]
+        if "starts_at" in args:
+            fields["starts_at"] = parse_when(args["starts_at"], tz, "starts_at")[0]
+        if not fields["title"]:
+            raise ToolError("title must not be empty")
+        try:
+            if "id" in args:
+                existing = ctx.memory.get(ctx.conn, ctx.user_id, args["id"])
+                if existing is None:
+                    raise ToolError("no such item")
+                if fields["kind"] == "event" and fields.get("starts_at", existing.starts_at) is None:
+                    raise ToolError("an event needs starts_at")
+                if not ctx.memory.update(ctx.conn, ctx.user_id, args["id"], **fields):
+                    raise ToolError("no such item")
+                item_id, created = args["id"], False
+            else:
+                if fields["kind"] == "event" and "starts_at" not in fields:
+                    raise ToolError("an event needs starts_at")
+                item = NewItem(kind=fields["kind"], title=fields["title"], content=fields.get("content", ""),
+                               starts_at=fields.get("starts_at"), metadata={"source": "tool"})
+                item_id, created = ctx.memory.add(ctx.conn, ctx.user_id, [item])[0], True
+        except LLMError:
+            raise ToolError("memory is unavailable right now (the embedding service failed); try again later") from None
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        hit = ctx.memory.get(ctx.conn, ctx.user_id, item_id)
+        return {"id": item_id, "created": created, "item": _item_json(hit, tz)}
+
+
+class SearchMemory(Tool):
+    name = "search_memory"
+    description = "Search this user's saved notes, events, tasks and memories, and the business's knowledge."
+    input_schema = {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 500},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    }
+    annotations = ToolAnnotations(readOnlyHint=True)
+
+    def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
+        args = _validate(self, args)
+        limit = args.get("limit", 5)
+        floor = DEFAULT_SEARCH_MIN_SCORE[ctx.memory.mode(ctx.conn)]  # unrelated items are noise to the model
+        try:
+            try:
+                hits = ctx.memory.search(ctx.conn, ctx.user_id, args["query"], limit=limit, min_score=floor)
+            except LLMError:  # embedder down: full-text ranking still answers
+                hits = ctx.memory.search(ctx.conn, ctx.user_id, args["query"], limit=limit, mode="sql",
+                                         min_score=DEFAULT_SEARCH_MIN_SCORE["sql"])
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        tz = ctx.tenant.config.tz
+        return {"count": len(hits), "results": [h.as_json(tz) for h in hits]}
+
+
+class ListEvents(Tool):
+    name = "list_events"
+    description = ("List this user's events from start (included) to end (excluded), as dates or date-times in "
+                   "the business's time zone: Monday to Friday is start=Monday's date, end=Saturday's date; one "
+                   "day is start=end=that date. Default: this week, Monday 00:00 to next Monday 00:00.")
+    input_schema = {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "minLength": 10, "maxLength": 40, "description": "e.g. 2026-11-23"},
+            "end": {"type": "string", "minLength": 10, "maxLength": 40, "description": "excluded, e.g. 2026-11-30"},
+        },
+        "additionalProperties": False,
+    }
+    annotations = ToolAnnotations(readOnlyHint=True)
+
+    def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
+        args = _validate(self, args)
+        tz = ctx.tenant.config.tz
+        start, end = week_of(ctx.clock(), tz)
+        if "start" in args:
+            start, _ = parse_when(args["start"], tz, "start")
+        if "end" in args:
+            end, end_is_date = parse_when(args["end"], tz, "end")
+            if end_is_date and "start" in args and end <= start and end.date() == start.date():
+                end = datetime.combine(end.date() + timedelta(days=1), time(0, 0), tz)  # one day: start=end=date
+        if "start" in args and "end" not in args:
+            end = start + timedelta(days=7)
+        elif "end" in args and "start" not in args:
+            start = end - timedelta(days=7)
+        if not start < end:
+            raise ToolError("start must be before end")
+        events = ctx.memory.list_events(ctx.conn, ctx.user_id, start, end)
+        return {"start": start.astimezone(tz).isoformat(), "end": end.astimezone(tz).isoformat(),
+                "count": len(events), "events": [_item_json(e, tz) for e in events]}
+
+
+class DeleteItem(Tool):
+    name = "delete_item"
+    description = "Delete one of this user's saved items by id."
+    input_schema = {
+        "type": "object",
+        "properties": {"id": {"type": "integer", "minimum": 1}},
+        "required": ["id"],
+        "additionalProperties": False,
+    }
+    annotations = ToolAnnotations(destructiveHint=True)
+
+    def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
+        args = _validate(self, args)
+        if not ctx.memory.delete(ctx.conn, ctx.user_id, args["id"]):
+            raise ToolError("no such item")
+        return {"deleted": args["id"]}
+
+
+MEMORY_TOOLS: list[Tool] = [UpsertItem(), SearchMemory(), ListEvents(), DeleteItem()]

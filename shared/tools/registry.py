@@ -1,0 +1,226 @@
+"""The tools one tenant offers its agents, and the one place a model's tool call is checked and run.
+
+Guarantees of `ToolRegistry.call`:
+- it never raises: an unknown tool, arguments that are not JSON, arguments the tool's input schema rejects
+  (JSON Schema Draft 2020-12, checked before `invoke`), a ToolError and any other exception all come back as
+  `ToolResult(is_error=True)` whose content is `{"isError": true, "error": "..."}` (MCP's isError) the model
+  can act on; unexpected exceptions say only "internal error" (their text may hold SQL or secrets);
+- each invoke runs in a savepoint of the caller's transaction: a failing tool rolls back its own writes and
+  nothing else, and the caller's transaction stays usable;
+- every call is logged once with tool, duration_ms and outcome, never with argument values.
+
+Adding a tool (one module):
+1. create `shared/tools/<topic>.py` with a `Tool` subclass per tool: `name`, `description`, an `input_schema`
+   with `"type": "object"` at the root, `annotations` (readOnlyHint / destructiveHint), `group` ("db" unless it
+   leaves our databases) and `invoke(ctx, args)` returning JSON-serialisable data or raising `ToolError` with a
+   message the model can fix; use only `ctx.user_id` for the user and `ctx.conn` without committing;
+2. expose `<TOPIC>_TOOLS: list[Tool]` there and add it to `builtin_tools()` below.
+Per-tenant HTTP tools need no code: they are declared in tenants.yaml (see `shared.tools.http`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import traceback
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Iterable
+from uuid import UUID
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from shared.errors import ConfigError
+from shared.tenants import Tenant
+from shared.tools.base import Tool, ToolContext, ToolError, ToolResult
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # OpenAI's rule for function names
+MAX_SCHEMA_ERRORS = 3
+
+
+def error_content(message: str) -> str:
+    return json.dumps({"isError": True, "error": message}, ensure_ascii=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{value.__class__.__name__} is not JSON serialisable")
+
+
+def parse_arguments(raw: str | None) -> dict[str, Any]:
+    """The model's argument text as a JSON object; empty text means no arguments."""
+    if raw is None or not str(raw).strip():
+        return {}
+    try:
+        args = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"arguments are not valid JSON ({getattr(exc, 'msg', 'unreadable')}); "
+                        "send a JSON object") from None
+    if not isinstance(args, dict):
+        raise ToolError("arguments must be a JSON object")
+    return args
+
+
+def schema_problems(validator: Draft202012Validator, args: dict[str, Any]) -> list[str]:
+    """Up to MAX_SCHEMA_ERRORS readable problems, each prefixed with the argument it is about."""
+    problems = []
+    for error in sorted(validator.iter_errors(args), key=lambda e: list(map(str, e.absolute_path))):
+        where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+        problems.append(f"{where}: {error.message}")
+        if len(problems) == MAX_SCHEMA_ERRORS:
+            break
+    return problems
+
+
+class ToolRegistry:
+    """Tools by name, in registration order. Build it, `freeze()` it, then share it between threads."""
+
+    def __init__(self, tools: Iterable[Tool] = ()):
+        self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._frozen = False
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> Tool:
+        """Add a tool; its name, description and input schema are checked now rather than at the first call."""
+        if self._frozen:
+            raise RuntimeError("the tool registry is frozen; build a new one to change its tools")
+        name = getattr(tool, "name", "")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise ValueError(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-'")
+        if name in self._tools:
+            raise ValueError(f"tool {name} is registered twice")
+        if not isinstance(tool.description, str) or not tool.description.strip():
+            raise ValueError(f"tool {name} has no description")
+        if not isinstance(tool.group, str) or not tool.group:
+            raise ValueError(f"tool {name} has no group")
+        schema = tool.input_schema
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            raise ValueError(f"tool {name}: input_schema must have \"type\": \"object\" at the root")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise ValueError(f"tool {name}: input_schema is not a valid JSON schema ({exc.message})") from None
+        self._tools[name] = tool
+        self._validators[name] = Draft202012Validator(schema)
+        return tool
+
+    def freeze(self) -> "ToolRegistry":
+        self._frozen = True
+        return self
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self, group: str | None = None) -> list[str]:
+        """Tool names in registration order, optionally only one group ("db", "http")."""
+        return [n for n, t in self._tools.items() if group is None or t.group == group]
+
+    def openai_schemas(self, names: Iterable[str] | None = None) -> list[dict]:
+        """The named tools (all when None) in OpenAI `tools` format, in registration order whatever the input order."""
+        if names is None:
+            wanted = set(self._tools)
+        else:
+            wanted = set(names)
+            unknown = sorted(wanted - set(self._tools))
+            if unknown:
+                raise KeyError(f"unknown tool(s): {', '.join(unknown)}")
+        return [t.openai_schema() for n, t in self._tools.items() if n in wanted]
+
+    def call(self, ctx: ToolContext, name: str, raw_arguments: str | None) -> ToolResult:
+        """Parse, validate and run one tool call; see the module docstring for what it guarantees."""
+        started = time.perf_counter()
+        tool = self._tools.get(name)
+        if tool is None:
+            known = ", ".join(self._tools) or "none"
+            return self._done(str(name)[:64], started, error_content(f"unknown tool {str(name)[:64]!r}; "
+                                                                      f"available tools: {known}"), "unknown_tool")
+        try:
+            args = parse_arguments(raw_arguments)
+        except ToolError as exc:
+            return self._done(name, started, error_content(str(exc)), "invalid_json")
+        problems = schema_problems(self._validators[name], args)
+        if problems:
+            return self._done(name, started, error_content("invalid arguments: " + "; ".join(problems)),
+                              "invalid_arguments")
+        try:
+            # Savepoint: a failing tool undoes its own writes only, and the caller's transaction stays usable.
+            with ctx.conn.transaction():
+                data = tool.invoke(ctx, args)
+                content = json.dumps(data, ensure_ascii=False, default=_json_default)
+        except ToolError as exc:
+            return self._done(name, started, error_content(str(exc) or "the tool failed"), "tool_error")
+        except Exception as exc:  # noqa: BLE001 - a broken tool must not break the turn
+            return self._done(name, started, error_content(f"internal error in tool {name}; try something else"),
+                              "exception", exc)
+        return self._done(name, started, content, None, data=data)
+
+    @staticmethod
+    def _done(name: str, started: float, content: str, error_kind: str | None, exc: BaseException | None = None,
+              data: Any = None) -> ToolResult:
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        fields: dict[str, Any] = {"tool": name, "duration_ms": duration_ms,
+                                  "outcome": "error" if error_kind else "ok"}
+        if error_kind:
+            fields["error_kind"] = error_kind
+        if exc is not None:
+            # The type and the frames, not the message: messages may quote argument values or secrets.
+            fields["error_type"] = exc.__class__.__name__
+            fields["traceback"] = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("tool call failed", extra=fields)
+        else:
+            log.info("tool call", extra=fields)
+        return ToolResult(tool=name, content=content, is_error=error_kind is not None, duration_ms=duration_ms,
+                          data=data if error_kind is None else None, error_kind=error_kind)
+
+
+def builtin_tools() -> list[Tool]:
+    """The tools every tenant has: memory and reminders (group "db")."""
+    from shared.tools.memory_tools import MEMORY_TOOLS
+    from shared.tools.reminders import REMINDER_TOOLS
+
+    return list(MEMORY_TOOLS) + list(REMINDER_TOOLS)
+
+
+_cache: dict[str, tuple[Tenant, ToolRegistry]] = {}
+_cache_lock = threading.Lock()
+
+
+def build_registry(tenant: Tenant) -> ToolRegistry:
+    """The tenant's frozen registry: built-ins plus its HTTP tools; built once per Tenant object and cached.
+
+    Raises ConfigError for a bad `http_tools` entry or an HTTP tool named like a built-in.
+    """
+    from shared.tools.http import parse_http_tools
+
+    with _cache_lock:
+        cached = _cache.get(tenant.tenant_id)
+        if cached is not None and cached[0] is tenant:
+            return cached[1]
+        registry = ToolRegistry(builtin_tools())
+        for tool in parse_http_tools(tenant):
+            if tool.name in registry:
+                raise ConfigError(f"tenant {tenant.tenant_id} http tool {tool.name}: "
+                                  "name is already used by a built-in tool")
+            registry.register(tool)
+        registry.freeze()
+        # Keyed by tenant id, holding the Tenant itself: a reloaded tenant (new object) gets a fresh registry.
+        _cache[tenant.tenant_id] = (tenant, registry)
+        return registry

@@ -1,0 +1,181 @@
+"""The conversation engine end to end, through the webhook and a real worker: the seed's examples with the mock
+provider (tenant alpha) and with the OpenAI provider talking through the `openai` SDK to a local fake server
+(tenant gamma); tool gating, the history budget, usage accounting and the daily budget."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from helpers import AUTH, NUMBERS, WEATHER_KEY, inbound, new_user, wait_for
+from shared.tokens import estimate_messages
+
+DB_TOOLS = {"upsert_item", "search_memory", "list_events", "delete_item", "set_reminder", "list_reminders",
+            "cancel_reminder"}
+
+
+def say(client, tenant, user, text):
+    body = inbound(NUMBERS[tenant], user, {"type": "TEXT", "text": text})
+    resp = client.post("/webhooks/infobip", json=body, headers=AUTH)
+    assert resp.status_code == 200, resp.get_json()
+    return body["results"][0]["messageId"]
+
+
+def replies(sandbox, user):
+    return [r["json"]["content"]["text"] for r in sandbox.requests(path="/whatsapp/1/message/text")
+            if r["json"]["to"] == user]
+
+
+def converse(client, sandbox, tenant, user, text):
+    """Send one message and wait for the bot's reply to it."""
+    before = len(replies(sandbox, user))
+    say(client, tenant, user, text)
+    return wait_for(lambda: replies(sandbox, user)[before:], timeout=30, what=f"reply to {text!r}")[-1]
+
+
+def local_now(tz: str) -> datetime:
+    return datetime.now(timezone.utc).astimezone(ZoneInfo(tz))
+
+
+@pytest.mark.parametrize("tenant,tz", [("alpha", "Europe/London"), ("gamma", "Europe/Berlin")])
+def test_seed_examples_end_to_end(tenant, tz, client, worker, sandbox, db, weather_api):
+    user = new_user()
+    reply = converse(client, sandbox, tenant, user, "Remember I have a dentist appointment tomorrow at 2 PM")
+    assert reply == "I've saved your dentist appointment for tomorrow at 2 PM as an event."
+    tomorrow = local_now(tz).date() + timedelta(days=1)
+    with db(tenant) as conn:
+        item = conn.execute("SELECT m.* FROM memory_chunks m JOIN users u ON u.id = m.user_id WHERE u.phone = %s",
+                            (user,)).fetchone()
+    assert item["kind"] == "event" and "dentist" in item["title"].lower()
+    assert item["starts_at"].astimezone(ZoneInfo(tz)).replace(tzinfo=None) == datetime.combine(
+        tomorrow, datetime.min.time()).replace(hour=14)
+
+    reply = converse(client, sandbox, tenant, user, "What do I have scheduled tomorrow?")
+    assert "Dentist appointment tomorrow at 2 PM" in reply
+    reply = converse(client, sandbox, tenant, user, "What do I have scheduled this week?")
+    same_week = tomorrow.isocalendar()[1] == local_now(tz).date().isocalendar()[1]
+    if same_week:
+        assert reply.startswith("Based on your schedule, you have:") and "Dentist appointment" in reply
+    else:
+        assert reply == "You have nothing scheduled for that period."
+
+    seen_before = len(weather_api.requests_seen("/v1/current"))
+    reply = converse(client, sandbox, tenant, user, "What's the weather like?")
+    assert reply == "Current weather: 22°C, partly cloudy"
+    call = weather_api.requests_seen("/v1/current")[seen_before]
+    assert call["headers"].get("X-Api-Key") == WEATHER_KEY
+
+    reply = converse(client, sandbox, tenant, user, "Remind me to call mom in 2 hours")
+    assert reply.startswith("Done! I'll remind you to call mom")
+    with db(tenant) as conn:
+        rem = conn.execute("SELECT r.* FROM reminders r JOIN users u ON u.id = r.user_id WHERE u.phone = %s",
+                           (user,)).fetchone()
+        usage = conn.execute("SELECT l.* FROM llm_usage l JOIN users u ON u.id = l.user_id WHERE u.phone = %s "
+                             "ORDER BY l.id", (user,)).fetchall()
+    assert rem["status"] == "pending" and rem["text"] == "call mom"
+    assert timedelta(hours=1, minutes=58) < rem["due_at"] - datetime.now(timezone.utc) < timedelta(hours=2, minutes=1)
+    assert all(u["prompt_tokens"] > 0 and u["request_id"] for u in usage)
+    assert {"upsert_item", "list_events", "get_weather", "set_reminder"} <= {t for u in usage for t in u["tools_used"]}
+    expected = ("mock", "mock-chat") if tenant == "alpha" else ("openai", "gpt-4o-mini")
+    assert {(u["provider"], u["model"]) for u in usage} == {expected}
+
+
+def chat_requests(fake_openai, user_text):
+    """The chat requests the fake LLM server got for a turn whose last user message is `user_text`."""
+    out = []
+    for r in fake_openai.requests:
+        if r["path"] != "/v1/chat/completions":
+            continue
+        users = [m for m in r["json"]["messages"] if m["role"] == "user"]
+        if users and users[-1]["content"] == user_text:
+            out.append(r["json"])
+    return out
+
+
+def test_tool_gating_as_the_llm_server_sees_it(client, worker, sandbox, fake_openai):
+    user = new_user()
+    converse(client, sandbox, "gamma", user, "hello")
+    greeting = chat_requests(fake_openai, "hello")
+    assert greeting and all("tools" not in r for r in greeting), "a greeting must carry no tool schemas"
+
+    text = "What do I have scheduled this week?"
+    converse(client, sandbox, "gamma", user, text)
+    offered = {t["function"]["name"] for r in chat_requests(fake_openai, text) for t in r.get("tools", [])}
+    assert offered and offered <= DB_TOOLS and "get_weather" not in offered
+
+    text = "What's the weather like in Paris?"
+    converse(client, sandbox, "gamma", user, text)
+    offered = {t["function"]["name"] for r in chat_requests(fake_openai, text) for t in r.get("tools", [])}
+    assert offered == {"get_weather"}
+
+
+def test_after_500_messages_the_prompt_still_fits_the_budget(client, worker, sandbox, db, fake_openai, tenants):
+    user = new_user()
+    with db("gamma") as conn:
+        uid = conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id", (user,)).fetchone()["id"]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO messages (user_id, role, body, status) VALUES (%s, %s, %s, 'answered')",
+                            [(uid, "user" if i % 2 == 0 else "assistant",
+                              f"message number {i} about the weekly plan and other long details " * 3)
+                             for i in range(500)])
+    text = "ok and what about the last thing I said?"
+    converse(client, sandbox, "gamma", user, text)
+    sent = chat_requests(fake_openai, text)[-1]["messages"]
+    budget = tenants.require("gamma").config.max_context_tokens
+    assert estimate_messages(sent) <= budget
+    assert 2 < len(sent) < 100
+    assert "message number 499" in sent[-2]["content"]  # the newest history is what is kept
+
+
+def _item(db, tenant, user, title):
+    with db(tenant) as conn:
+        uid = conn.execute("INSERT INTO users (phone) VALUES (%s) ON CONFLICT (phone) DO UPDATE SET phone = "
+                           "EXCLUDED.phone RETURNING id", (user,)).fetchone()["id"]
+        return conn.execute("INSERT INTO memory_chunks (user_id, kind, title, content) VALUES (%s, 'note', %s, %s) "
+                            "RETURNING id", (uid, title, title)).fetchone()["id"]
+
+
+def test_a_tool_call_on_another_users_item_or_with_bad_arguments_changes_nothing(client, worker, sandbox, db,
+                                                                                 fake_openai):
+    victim, attacker = new_user(), new_user()
+    victim_item = _item(db, "gamma", victim, "victim's private note")
+    fake_openai.script({"tool_calls": [{"name": "delete_item", "arguments": {"id": victim_item}}]},
+                       {"tool_calls": [{"name": "upsert_item", "arguments": {"kind": "banana", "title": 7}}]},
+                       {"content": "I could not do that."})
+    text = "please delete note %d" % victim_item
+    reply = converse(client, sandbox, "gamma", attacker, text)
+    assert reply == "I could not do that."
+    with db("gamma") as conn:
+        assert conn.execute("SELECT 1 FROM memory_chunks WHERE id = %s", (victim_item,)).fetchone() is not None
+        assert conn.execute("SELECT count(*) AS n FROM memory_chunks m JOIN users u ON u.id = m.user_id "
+                            "WHERE u.phone = %s", (attacker,)).fetchone()["n"] == 0
+    calls = chat_requests(fake_openai, text)
+    tool_messages = [m for m in calls[-1]["messages"] if m["role"] == "tool"]
+    assert len(tool_messages) == 2
+    for m in tool_messages:
+        assert json.loads(m["content"]).get("isError") is True
+
+
+def test_daily_token_budget_answers_politely_without_the_llm(client, worker, sandbox, db, tenants):
+    user = new_user()
+    budget = tenants.require("delta").config.daily_token_budget
+    with db("delta") as conn:
+        # whatever other tests spent, spend the rest of today's budget
+        conn.execute("INSERT INTO llm_usage (provider, model, prompt_tokens, completion_tokens, total_tokens) "
+                     "VALUES ('mock', 'mock-chat', %s, 0, %s)", (budget, budget))
+        calls_before = conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"]
+    reply = converse(client, sandbox, "delta", user, "hello, what's new?")
+    assert "try again later" in reply
+    with db("delta") as conn:
+        assert conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"] == calls_before
+
+
+def test_under_the_budget_the_llm_answers(client, worker, sandbox, db):
+    user = new_user()
+    with db("alpha") as conn:  # alpha has no daily budget
+        before = conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"]
+    assert converse(client, sandbox, "alpha", user, "hello").startswith("Hello!")
+    with db("alpha") as conn:
+        assert conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"] > before

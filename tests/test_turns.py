@@ -1,0 +1,153 @@
+"""Delivery you can trust, the inbound half: deduplication, debounce, per-user turns, crash safety, rate limits.
+Every test runs on real processes: gunicorn or the Flask app, Redis, Celery worker processes, Postgres."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import requests
+
+from conftest import Proc, start_worker
+from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
+from shared.ratelimit import NOTICE
+
+
+def texts_to(sandbox, user):
+    return [r["json"]["content"]["text"] for r in sandbox.requests(path="/whatsapp/1/message/text")
+            if r["json"]["to"] == user]
+
+
+def settle(seconds: float = 1.5) -> None:
+    """Give a wrongly duplicated reply the time to show up before asserting there is only one."""
+    time.sleep(seconds)
+
+
+def test_fifty_copies_of_one_webhook_give_one_reply(web, worker, sandbox, db):
+    user = new_user()
+    body = inbound(NUMBERS["alpha"], user, {"type": "TEXT", "text": "hello, only once please"})
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        answers = list(pool.map(lambda _: requests.post(f"{web}/webhooks/infobip", json=body, headers=AUTH,
+                                                        timeout=10), range(50)))
+    assert all(a.status_code == 200 for a in answers)
+    assert sum(a.json()["accepted"] for a in answers) == 1
+    assert sum(a.json()["duplicates"] for a in answers) == 49
+    wait_for(lambda: texts_to(sandbox, user), what="the reply")
+    settle()
+    assert len(texts_to(sandbox, user)) == 1
+    with db("alpha") as conn:
+        n = conn.execute("SELECT count(*) AS n FROM messages WHERE infobip_message_id = %s",
+                         (body["results"][0]["messageId"],)).fetchone()["n"]
+    assert n == 1
+
+
+def test_the_same_message_enqueued_twice_anyway_is_answered_once(settings, tenants, worker, sandbox, db):
+    """The ingress filter can be bypassed (a claim expired, a second ingress): the database still guards."""
+    from shared.taskqueue import TASK_HANDLE_INBOUND, enqueue, make_celery
+
+    user = new_user()
+    result = inbound(NUMBERS["alpha"], user, {"type": "TEXT", "text": "twice through the queue"})["results"][0]
+    celery = make_celery(settings)
+    for _ in range(5):
+        enqueue(celery, TASK_HANDLE_INBOUND, {"tenant_id": "alpha", "result": result, "request_id": "req_dup"})
+    wait_for(lambda: texts_to(sandbox, user), what="the reply")
+    settle()
+    assert len(texts_to(sandbox, user)) == 1
+
+
+def test_a_burst_is_answered_once_by_a_turn_that_sees_every_message(client, worker, sandbox, db):
+    user = new_user()
+    words = ["one", "two", "three", "four", "five"]
+    for w in words:  # beta has the default 1500 ms debounce window
+        assert client.post("/webhooks/infobip", json=inbound(NUMBERS["beta"], user, {"type": "TEXT", "text": w}),
+                           headers=AUTH).status_code == 200
+        time.sleep(0.15)
+    reply = wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the reply")
+    settle(2.0)
+    assert len(texts_to(sandbox, user)) == 1
+    assert reply[0] == "You said: " + "\n".join(words)  # one turn, all five messages, in order
+    with db("beta") as conn:
+        rows = conn.execute("SELECT m.role, m.status FROM messages m JOIN users u ON u.id = m.user_id "
+                            "WHERE u.phone = %s ORDER BY m.id", (user,)).fetchall()
+        usage = conn.execute("SELECT count(*) AS n FROM llm_usage l JOIN users u ON u.id = l.user_id "
+                             "WHERE u.phone = %s", (user,)).fetchone()["n"]
+    assert [r["status"] for r in rows if r["role"] == "user"] == ["answered"] * 5
+    assert [r["role"] for r in rows].count("assistant") == 1
+    assert usage >= 1
+
+
+def test_two_users_turns_run_side_by_side(client, worker, sandbox, fake_openai):
+    """While one user's turn waits on a slow LLM, another user's turn is already being answered."""
+    first, second = new_user(), new_user()
+    fake_openai.script({"delay": 3.0, "content": "slow answer"})
+    client.post("/webhooks/infobip", json=inbound(NUMBERS["gamma"], first, {"type": "TEXT", "text": "hi slow"}),
+                headers=AUTH)
+    wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "hi slow" for r in fake_openai.requests
+                         if r["path"] == "/v1/chat/completions"), what="the slow turn to reach the LLM")
+    client.post("/webhooks/infobip", json=inbound(NUMBERS["gamma"], second, {"type": "TEXT", "text": "hi fast"}),
+                headers=AUTH)
+    wait_for(lambda: texts_to(sandbox, second), timeout=30, what="the second user's reply")
+    assert texts_to(sandbox, first) == [], "the second user had to wait for the first user's turn"
+    wait_for(lambda: texts_to(sandbox, first), timeout=30, what="the slow reply")
+    assert texts_to(sandbox, first) == ["slow answer"]
+
+
+def test_a_worker_killed_during_the_llm_call_loses_nothing(stack_env, tenants, sandbox, fake_openai, data_dir, db,
+                                                           settings):
+    """SIGKILL mid-turn: after a new worker starts, the user gets exactly one reply."""
+    from ingress.app import create_app
+    from shared.devstack import start_redis
+
+    broker = start_redis(data_dir / f"redis-kill-{os.getpid()}")  # its own broker: only our workers take the task
+    env = {**stack_env, "REDIS_URL": broker.url, "CELERY_VISIBILITY_TIMEOUT": "3", "CELERY_RESTORE_INTERVAL": "1"}
+    first = second = None
+    try:
+        first = start_worker(env, data_dir / "kill-worker-1.log", name="doomed")
+        user = new_user()
+        fake_openai.script({"delay": 30.0, "content": "the answer that never arrives"})
+        app = create_app(replace(settings, redis_url=broker.url), tenants, configure_logs=False)
+        body = inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "please survive a crash"})
+        assert app.test_client().post("/webhooks/infobip", json=body, headers=AUTH).status_code == 200
+        wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "please survive a crash"
+                             for r in fake_openai.requests if r["path"] == "/v1/chat/completions"),
+                 what="the turn to reach the LLM")
+        os.killpg(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(10)
+        with db("gamma") as conn:
+            status = conn.execute("SELECT status FROM messages WHERE infobip_message_id = %s",
+                                  (body["results"][0]["messageId"],)).fetchone()["status"]
+        assert status == "received"  # the killed turn committed nothing
+        second = start_worker(env, data_dir / "kill-worker-2.log", name="survivor")
+        wait_for(lambda: texts_to(sandbox, user), timeout=60, what="the reply after the restart")
+        settle(3.0)
+        replies = texts_to(sandbox, user)
+        assert len(replies) == 1 and replies[0] != "the answer that never arrives"
+        with db("gamma") as conn:
+            rows = conn.execute("SELECT m.role, m.status FROM messages m JOIN users u ON u.id = m.user_id "
+                                "WHERE u.phone = %s", (user,)).fetchall()
+        assert sorted((r["role"], r["status"]) for r in rows) == [("assistant", "stored"), ("user", "answered")]
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.stop()
+        broker.stop()
+
+
+def test_a_flooding_user_gets_one_notice_and_the_rest_is_stored_unanswered(client, worker, sandbox, db):
+    user = new_user()
+    ids = []
+    for i in range(8):  # delta allows 5 messages a minute per user
+        body = inbound(NUMBERS["delta"], user, {"type": "TEXT", "text": f"flood {i}"})
+        ids.append(body["results"][0]["messageId"])
+        assert client.post("/webhooks/infobip", json=body, headers=AUTH).status_code == 200
+    with db("delta") as conn:
+        rows = wait_for(lambda: (lambda r: r if len(r) == 8 else None)(conn.execute(
+            "SELECT infobip_message_id, status FROM messages WHERE infobip_message_id = ANY(%s)", (ids,)
+        ).fetchall()), what="all eight stored")
+    statuses = {r["infobip_message_id"]: r["status"] for r in rows}
+    assert [statuses[i] for i in ids].count("rate_limited") == 3
+    wait_for(lambda: NOTICE in texts_to(sandbox, user), what="the notice")
+    settle()
+    assert texts_to(sandbox, user).count(NOTICE) == 1
