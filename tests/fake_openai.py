@@ -3,6 +3,8 @@
 It speaks what `openai` SDK clients (and DeepSeek/Ollama/vLLM clients) send and expect:
 - POST /v1/chat/completions  -> `chat.completion` objects with `content` and/or `tool_calls`, `usage` ...
 - POST /v1/embeddings        -> `list` of `embedding` objects
+- POST /v1/audio/transcriptions (multipart `file`, `model`) -> `{"text": ...}`: the uploaded bytes read as UTF-8,
+  so a test "speaks" by uploading text; recorded with json `{"model", "filename", "bytes"}`
 
 Unscripted chat calls are answered by the offline brain (`shared.llm.mock.MockProvider`), so a bot pointed here
 behaves like it does on the mock provider, but through real HTTP and the real SDK. `script()` queues answers
@@ -115,6 +117,8 @@ class FakeOpenAI:
         return self._handle(Request(environ))(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
+        if request.path == "/v1/audio/transcriptions":
+            return self._transcription(request)
         raw = request.get_data(as_text=True)
         try:
             body = json.loads(raw) if raw else None
@@ -177,6 +181,24 @@ class FakeOpenAI:
                       "total_tokens": prompt_tokens + completion_tokens},
             "system_fingerprint": "fp_fake",
         }, 200, extra_headers)
+
+    def _transcription(self, request: Request) -> Response:
+        upload = request.files.get("file") if request.method == "POST" else None
+        audio = upload.read() if upload is not None else b""
+        model = request.form.get("model")
+        headers = {k: v for k, v in request.headers.items()}
+        with self._lock:
+            self._requests.append({"path": request.path, "headers": headers, "json": {
+                "model": model, "filename": upload.filename if upload is not None else None, "bytes": len(audio)}})
+        if self.api_keys is not None and _bearer(headers) not in self.api_keys:
+            return _json(error_body(401), 401)
+        if request.method != "POST":
+            return _json(error_body(404, f"Unknown request URL: {request.method} {request.path}."), 404)
+        if not model:
+            return _json(error_body(400, "you must provide a model parameter"), 400)
+        if upload is None or not audio:
+            return _json(error_body(400, "'file' is a required property"), 400)
+        return _json({"text": audio.decode("utf-8", errors="replace")})
 
     def _embeddings(self, body: dict) -> Response:
         inputs = body.get("input")

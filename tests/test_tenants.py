@@ -114,10 +114,19 @@ def test_file_errors(tmp_path):
 def test_example_file_is_valid():
     from shared.devstack import ROOT
 
-    env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x",
+    env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x", "OPENAI_KEY_1": "k1", "OPENAI_KEY_2": "k2",
+           "DEEPSEEK_API_KEY": "ds", "WEATHER_API_KEY": "w",
            "OPENAI_API_KEY": "sk-x", "GLOBEX_DB_DSN": "postgresql://u@h/globex", "GLOBEX_WEBHOOK_TOKEN": "g"}
     reg = load_tenants(SETTINGS, str(ROOT / "tenants.yaml.example"), env=env)
     assert len(reg) >= 2
+    from shared.agents.registry import validate_agents
+    from shared.ratelimit import tenant_limits
+    from shared.tools.registry import build_registry
+
+    for t in reg:  # what a worker checks at start-up
+        validate_agents(t)
+        build_registry(t)
+        tenant_limits(t)
 
 
 def test_a_misspelt_field_is_not_silently_ignored():

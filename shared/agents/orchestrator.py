@@ -3,6 +3,7 @@
 - small talk: no tool schemas at all (the cheapest prompt);
 - one specialised agent: that agent handles the turn with its own tools;
 - several, or unsure: one loop with the union of the enabled agents' tools (never fail for lack of a tool).
+`config.tool_gating: false` turns gating off (every enabled tool on every turn), for comparison.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class Orchestrator:
 
     def handle(self, request: AgentRequest) -> AgentResponse:
         intent = request.intent.name
+        if not request.tenant.config.extra.get("tool_gating", True):  # gating off: every tool, every turn
+            return run_tool_loop(request, self.name, self.tool_names(request.registry))
         if intent == "smalltalk":
             return run_tool_loop(request, self.name, [])
         able = [a for a in self.agents if a.can_handle(intent)] if intent != "unknown" else []

@@ -7,9 +7,10 @@ thread in a sleep. Mark-as-read and the typing indicator are courtesies: they ne
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -22,6 +23,19 @@ TEXT_LIMIT = 4096
 TEXT_PATH = "/whatsapp/1/message/text"
 TEMPLATE_PATH = "/whatsapp/1/message/template"
 EVENTS_PATH = "/whatsapp/1/events"
+MEDIA_MAX_BYTES = 16 * 1024 * 1024  # WhatsApp's own cap on audio is 16 MB
+
+
+class MediaDownloadError(Exception):
+    """Inbound media could not be fetched. Messages name the host and path, never the query string or the key."""
+
+
+class MediaRefused(MediaDownloadError):
+    """The media URL is not on this tenant's Infobip base URL: our key is never sent anywhere else."""
+
+
+class MediaTooLarge(MediaDownloadError):
+    """The media is larger than the cap; the download was stopped."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,36 @@ class InfobipClient:
                             "content": {"type": "TYPING_INDICATOR"}}]}
         return self._courtesy("typing indicator", EVENTS_PATH, body)
 
+    def download_media(self, url: str, max_bytes: int = MEDIA_MAX_BYTES, *, deadline: float = 60.0) -> bytes:
+        """The bytes of an inbound message's `message.url`, fetched with our key only from our own Infobip origin.
+
+        Redirects are not followed (a redirect could lead elsewhere); the body is streamed and dropped once it
+        exceeds `max_bytes` or takes longer than `deadline` seconds in total (the read timeout is per chunk).
+        """
+        where = _safe_url(url)
+        origin = _origin(url)
+        if not origin[1] or origin != _origin(self.base_url):
+            raise MediaRefused(f"media URL {where} is not on the tenant's Infobip base URL; not sending the key")
+        started = time.monotonic()
+        try:
+            with self._session.get(url, headers={**self._headers(), "Accept": "*/*"}, timeout=self._timeout,
+                                   stream=True, allow_redirects=False) as resp:
+                if not 200 <= resp.status_code < 300:
+                    raise MediaDownloadError(f"media download {where} answered HTTP {resp.status_code}")
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise MediaTooLarge(f"media {where} is {declared} bytes; the cap is {max_bytes}")
+                body = bytearray()
+                for chunk in resp.iter_content(64 * 1024):
+                    body.extend(chunk)
+                    if len(body) > max_bytes:
+                        raise MediaTooLarge(f"media {where} is over the cap of {max_bytes} bytes")
+                    if time.monotonic() - started > deadline:
+                        raise MediaDownloadError(f"media download {where} took over {deadline:.0f}s")
+                return bytes(body)
+        except requests.RequestException as exc:  # its text may quote the full URL: keep only the class
+            raise MediaDownloadError(f"media download {where} failed: {exc.__class__.__name__}") from None
+
     def _courtesy(self, what: str, path: str, body: dict | None) -> bool:
         try:
             result = self._post(path, body, self._courtesy_timeout)
@@ -90,6 +134,25 @@ class InfobipClient:
             log.warning(f"infobip {what} failed", extra={"infobip_error": result.error.as_dict()
                                                          if result.error else None})
         return result.ok
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in, for same-origin checks."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:  # a malformed port
+        return ("", "", None)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _safe_url(url: str) -> str:
+    """The URL without credentials, query string or fragment: fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    except ValueError:
+        return "<malformed URL>"
 
 
 def text_body(*, sender: str, to: str, text: str, message_id: str, reply_to: str | None = None) -> dict:

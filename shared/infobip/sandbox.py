@@ -11,6 +11,9 @@ Endpoints besides Infobip's own:
   the next sends, in order; a response with `to` answers only a send to that number (tests running side by side
   do not take each other's scripted failures), one without answers any send
 - POST /_sandbox/reset
+
+Inbound media (voice notes, images) is served like Infobip does: `add_media()` stores bytes and returns the URL an
+inbound message carries as `message.url`; `GET /whatsapp/1/senders/{sender}/media/{media_id}` serves them.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import threading
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -34,6 +38,7 @@ _ERRORS = {
 }
 _SEND_PATHS = ("/whatsapp/1/message/text", "/whatsapp/1/message/template", "/whatsapp/1/message/interactive/buttons")
 _READ_PATH = re.compile(r"^/whatsapp/1/senders/[^/]+/message/[^/]+/read$")
+_MEDIA_PATH = re.compile(r"^/whatsapp/1/senders/[^/]+/media/([^/]+)$")
 
 
 def error_body(status: int, validation: dict | None = None) -> dict:
@@ -68,6 +73,7 @@ class InfobipSandbox:
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._script: list[dict] = []
+        self._media: dict[str, tuple[bytes, str]] = {}
         self._server = make_server(host, port, self._wsgi, threaded=True)
         self.port = self._server.server_port
         self.url = f"http://{host}:{self.port}"
@@ -98,6 +104,13 @@ class InfobipSandbox:
         with self._lock:
             self._requests.clear()
             self._script.clear()
+            self._media.clear()
+
+    def add_media(self, media_id: str, content: bytes, content_type: str, *, sender: str = "447000000000") -> str:
+        """Store media an inbound message refers to; returns its URL (on this sandbox) for `message.url`."""
+        with self._lock:
+            self._media[media_id] = (bytes(content), content_type)
+        return f"{self.url}/whatsapp/1/senders/{quote(sender, safe='')}/media/{quote(media_id, safe='')}"
 
     def _take_script(self, to: str | None) -> dict | None:
         """The first scripted response meant for this recipient (or for anyone); caller holds the lock."""
@@ -133,6 +146,13 @@ class InfobipSandbox:
             if status >= 300 or "body" in scripted:
                 payload = scripted.get("body", error_body(status) if status >= 300 else {})
                 return self._json(payload, status, scripted.get("headers"))
+        media = _MEDIA_PATH.match(path)
+        if media and request.method == "GET":
+            with self._lock:
+                stored = self._media.get(media.group(1))  # request.path is already decoded
+            if stored is None:
+                return self._json(error_body(404), 404)
+            return Response(stored[0], status=200, content_type=stored[1])
         if request.method != "POST":
             return self._json(error_body(404), 404)
         if path == "/whatsapp/1/message/text":

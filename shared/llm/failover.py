@@ -20,6 +20,8 @@ class FailoverProvider:
         self.primary, self.fallback = primary, fallback
         self.name = primary.name  # who we mean to talk to; each ChatResult names who did answer
         self.model = primary.model
+        # Transcription goes to the primary only: the fallback may be a provider without an audio API.
+        self.supports_transcription = bool(getattr(primary, "supports_transcription", False))
 
     def __repr__(self) -> str:
         return f"FailoverProvider({self.primary!r} -> {self.fallback!r})"
@@ -52,3 +54,8 @@ class FailoverProvider:
             log.warning("LLM primary embeddings failed; the fallback embeds", extra={
                 "llm_provider": self.primary.name, "error": str(exc), "fallback_provider": self.fallback.name})
         return self.fallback.embed(texts)
+
+    def transcribe(self, audio: bytes, filename: str, content_type: str) -> str:
+        if not self.supports_transcription:
+            raise LLMError(f"{self.primary.name} has no transcription API", retryable=False)
+        return self.primary.transcribe(audio, filename, content_type)  # type: ignore[attr-defined]

@@ -64,7 +64,7 @@ class OpenAICompatProvider:
     def __init__(self, *, name: str, model: str | None = None, api_key: str | None = None,
                  api_keys: Sequence[str] = (), base_url: str | None = None, embed_model: str | None = None,
                  timeout: float = 60.0, max_retries: int = 2, rate_limit_cooldown: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, transcription_model: str = "whisper-1"):
         preset = PRESETS.get(name)
         self.name = name
         self.model = model or (preset.chat_model if preset else "")
@@ -76,6 +76,10 @@ class OpenAICompatProvider:
             raise LLMError(f"{name}: not a known provider ({', '.join(PRESETS)}); give it a base_url",
                            retryable=False)
         self.has_embeddings = preset.has_embeddings if preset else True  # DeepSeek has none, whatever the URL
+        # Only OpenAI (or a server configured as provider `openai`) has /audio/transcriptions: DeepSeek and
+        # Ollama answer 404, so a voice note there would cost a failed upload every time.
+        self.supports_transcription = name == "openai"
+        self.transcription_model = transcription_model
         keys = tuple(k for k in (*([api_key] if api_key else []), *api_keys) if k)
         keys = tuple(dict.fromkeys(keys))
         self._keys = KeyRing(keys, label=name, rate_limit_cooldown=rate_limit_cooldown, clock=clock)
@@ -141,3 +145,14 @@ class OpenAICompatProvider:
         if len(data) != len(texts):
             raise LLMError(f"{self.name} embeddings answered {len(data)} vectors for {len(texts)} texts")
         return [list(d.embedding) for d in data]
+
+    def transcribe(self, audio: bytes, filename: str, content_type: str) -> str:
+        """Speech to text. `filename`'s extension matters: the server picks the audio format from it."""
+        if not self.supports_transcription:
+            raise LLMError(f"{self.name} has no transcription API", retryable=False)
+        resp = self._call("transcription", lambda client: client.audio.transcriptions.create(
+            model=self.transcription_model, file=(filename, audio, content_type)))
+        text = getattr(resp, "text", None)
+        if not isinstance(text, str):
+            raise LLMError(f"{self.name} transcription answered without text")
+        return text
