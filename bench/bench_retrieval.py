@@ -13,12 +13,9 @@ user may create databases; the benchmark database is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg  # noqa: E402
 from pgvector import Vector  # noqa: E402
 from pgvector.psycopg import register_vector  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
+from benchdb import bench_server
 from shared.db.migrate import migrate_tenant  # noqa: E402
 from shared.memory.embedders import HashEmbedder  # noqa: E402
 from shared.memory.store import MemoryStore, embed_text  # noqa: E402
@@ -131,70 +129,58 @@ def main() -> None:
     rng = random.Random(7)
     vocab = vocabulary(rng)
 
-    server, tmp = None, None
-    base = os.environ.get("BENCH_DATABASE_URL")
-    if not base:
-        from shared.devstack import start_postgres
+    with bench_server() as base:
+        dsn = make_conninfo(base, dbname=f"bench_{uuid.uuid4().hex[:8]}")
+        run(dsn, sizes, rng, vocab, args)
 
-        tmp = tempfile.mkdtemp(prefix="wabot-bench-")
-        server = start_postgres(Path(tmp) / "pg")
-        base = server.url
-    dsn = make_conninfo(base, dbname=f"bench_{uuid.uuid4().hex[:8]}")
-    try:
-        migrate_tenant(make_tenant(dsn, "pgvector"))
-        stores = {"pgvector": MemoryStore(make_tenant(dsn, "pgvector"), HashEmbedder(DIM)),
-                  "sql": MemoryStore(make_tenant(dsn, "sql_fallback"), HashEmbedder(DIM))}
-        with psycopg.connect(dsn, row_factory=dict_row) as conn:
-            register_vector(conn)
-            user_ids = [r["id"] for r in conn.execute(
-                "INSERT INTO users (phone) SELECT '1555' || g FROM generate_series(1, %s) g RETURNING id",
-                (USERS + 1,)).fetchall()]
-            heavy, user_ids = user_ids[0], user_ids[1:]
-            conn.commit()
-            conn.autocommit = True
-            version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-            print(f"PostgreSQL {conn.info.server_version // 10000}, pgvector {version['extversion']}, dim {DIM}, {USERS} users + 1 heavy user ({HEAVY_SHARE:.0%} of rows) + {KNOWLEDGE} knowledge rows, "
-                  f"top-5, {args.queries} queries (heavy user: {args.queries // 4})\n")
-            header = f"{'rows':>7}  {'mode':<11} {'who':<13} {'p50 ms':>7} {'p95 ms':>7}  {'hits/q':>6}  note"
-            print(header)
-            print("-" * len(header))
-            loaded = 0
-            for size in sizes:
-                conn.execute("DROP INDEX IF EXISTS memory_chunks_embedding_hnsw")  # rebuilt below: faster than
-                secs = load_rows(conn, rng, vocab, user_ids, heavy, size - loaded,  # maintaining it row by row
-                                 KNOWLEDGE if loaded == 0 else 0)
-                loaded = size
-                t0 = time.perf_counter()
-                conn.execute("SET maintenance_work_mem = '512MB'")
-                conn.execute("CREATE INDEX memory_chunks_embedding_hnsw ON memory_chunks "
-                             "USING hnsw (embedding vector_cosine_ops)")
-                index_secs = time.perf_counter() - t0
-                conn.execute("VACUUM ANALYZE memory_chunks")
-                per_user = conn.execute("SELECT count(*) AS n FROM memory_chunks WHERE user_id = %s",
-                                        (user_ids[0],)).fetchone()["n"]
-                print(f"{size:>7}  loaded by COPY in {secs:.1f}s, HNSW index built in {index_secs:.1f}s; "
-                      f"typical user ~{per_user} rows, heavy user {int(size * HEAVY_SHARE)}")
-                typical = [rng.choice(user_ids) for _ in range(args.queries)]
-                heavy_who = [heavy] * (args.queries // 4)
-                queries = [sentence(rng, vocab, 1, 4) for _ in range(args.queries)]
-                for mode, store in stores.items():
-                    assert store.mode(conn) == mode
-                    for who_name, who in (("typical user", typical), ("heavy user", heavy_who)):
-                        times, hits = time_queries(conn, store, who, queries[:len(who)])
-                        print(f"{size:>7}  {mode:<11} {who_name:<13} {statistics.median(times):>7.2f} "
-                              f"{pct(times, 95):>7.2f}  {hits:>6.2f}  exact, filtered first")
+
+def run(dsn, sizes, rng, vocab, args) -> None:
+    migrate_tenant(make_tenant(dsn, "pgvector"))
+    stores = {"pgvector": MemoryStore(make_tenant(dsn, "pgvector"), HashEmbedder(DIM)),
+              "sql": MemoryStore(make_tenant(dsn, "sql_fallback"), HashEmbedder(DIM))}
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        register_vector(conn)
+        user_ids = [r["id"] for r in conn.execute(
+            "INSERT INTO users (phone) SELECT '1555' || g FROM generate_series(1, %s) g RETURNING id",
+            (USERS + 1,)).fetchall()]
+        heavy, user_ids = user_ids[0], user_ids[1:]
+        conn.commit()
+        conn.autocommit = True
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        print(f"PostgreSQL {conn.info.server_version // 10000}, pgvector {version['extversion']}, dim {DIM}, {USERS} users + 1 heavy user ({HEAVY_SHARE:.0%} of rows) + {KNOWLEDGE} knowledge rows, "
+              f"top-5, {args.queries} queries (heavy user: {args.queries // 4})\n")
+        header = f"{'rows':>7}  {'mode':<11} {'who':<13} {'p50 ms':>7} {'p95 ms':>7}  {'hits/q':>6}  note"
+        print(header)
+        print("-" * len(header))
+        loaded = 0
+        for size in sizes:
+            conn.execute("DROP INDEX IF EXISTS memory_chunks_embedding_hnsw")  # rebuilt below: faster than
+            secs = load_rows(conn, rng, vocab, user_ids, heavy, size - loaded,  # maintaining it row by row
+                             KNOWLEDGE if loaded == 0 else 0)
+            loaded = size
+            t0 = time.perf_counter()
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute("CREATE INDEX memory_chunks_embedding_hnsw ON memory_chunks "
+                         "USING hnsw (embedding vector_cosine_ops)")
+            index_secs = time.perf_counter() - t0
+            conn.execute("VACUUM ANALYZE memory_chunks")
+            per_user = conn.execute("SELECT count(*) AS n FROM memory_chunks WHERE user_id = %s",
+                                    (user_ids[0],)).fetchone()["n"]
+            print(f"{size:>7}  loaded by COPY in {secs:.1f}s, HNSW index built in {index_secs:.1f}s; "
+                  f"typical user ~{per_user} rows, heavy user {int(size * HEAVY_SHARE)}")
+            typical = [rng.choice(user_ids) for _ in range(args.queries)]
+            heavy_who = [heavy] * (args.queries // 4)
+            queries = [sentence(rng, vocab, 1, 4) for _ in range(args.queries)]
+            for mode, store in stores.items():
+                assert store.mode(conn) == mode
                 for who_name, who in (("typical user", typical), ("heavy user", heavy_who)):
-                    times, recall = naive_hnsw(conn, stores["pgvector"], who, queries[:len(who)])
-                    print(f"{size:>7}  {'hnsw-naive':<11} {who_name:<13} {statistics.median(times):>7.2f} "
-                          f"{pct(times, 95):>7.2f}  {'':>6}  recall of exact top-5: {recall:.0%}")
-    finally:
-        try:
-            with psycopg.connect(make_conninfo(base, dbname="postgres"), autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(dsn)["dbname"]}"')
-        finally:
-            if server:
-                server.stop()
-                shutil.rmtree(tmp, ignore_errors=True)
+                    times, hits = time_queries(conn, store, who, queries[:len(who)])
+                    print(f"{size:>7}  {mode:<11} {who_name:<13} {statistics.median(times):>7.2f} "
+                          f"{pct(times, 95):>7.2f}  {hits:>6.2f}  exact, filtered first")
+            for who_name, who in (("typical user", typical), ("heavy user", heavy_who)):
+                times, recall = naive_hnsw(conn, stores["pgvector"], who, queries[:len(who)])
+                print(f"{size:>7}  {'hnsw-naive':<11} {who_name:<13} {statistics.median(times):>7.2f} "
+                      f"{pct(times, 95):>7.2f}  {'':>6}  recall of exact top-5: {recall:.0%}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 One user talks to the bot through a 60-turn script (greetings, thanks, saving events, reminders, schedule
 questions, weather questions, chit-chat, questions about earlier things), played `--rounds` times (default 3,
-one day apart: 180 turns; the default 3000-token budget only starts to bind after about 60 short turns). It runs through the real engine
-(`shared.engine.respond`) against four tenants that differ only in two settings:
+one day apart: 180 turns; the default 3000-token budget only starts to bind after about 60 short turns).
+It runs through the real engine (`shared.engine.respond`) against four tenants that differ only in two settings:
 
 - `config.tool_gating` true/false: the orchestrator exposes only the tools of the agents that can handle the
   intent (small talk: none), or every enabled tool on every turn;
@@ -14,8 +14,8 @@ Each tenant has its own PostgreSQL database migrated with `migrate_tenant`; ever
 saved items grow as in production. The model is `MockProvider`, whose prompt tokens are estimated from the
 messages and the tool schemas it is sent; a turn's prompt tokens are the sum over its LLM calls (intent
 classification included). History is read as `shared.turn` reads it (at most HISTORY_ROWS = 200 messages),
-so without a budget the prompt stops growing after 100 turns. The tenant's one HTTP tool (get_weather) points at 127.0.0.1:9: it is offered, and
-calls to it fail fast, which is fine for counting prompt tokens.
+so without a budget the prompt stops growing after 100 turns. The tenant's one HTTP tool (get_weather) points
+at 127.0.0.1:9: it is offered, and calls to it fail fast, which is fine for counting prompt tokens.
 
 Usage:  .venv/bin/python bench/bench_tokens.py [--rounds 3] [--budget 3000]
 Starts an embedded PostgreSQL (shared.devstack.start_postgres) unless BENCH_DATABASE_URL names a server whose
@@ -27,10 +27,8 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,9 +38,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
+from benchdb import bench_server
 from shared.db import repo  # noqa: E402
 from shared.db.migrate import migrate_tenant  # noqa: E402
 from shared.engine import respond  # noqa: E402
@@ -246,7 +245,7 @@ def print_growth(results: dict[str, list[TurnStat]]) -> None:
 def print_intents(gated: list[TurnStat], ungated: list[TurnStat], title: str) -> None:
     print(title)
     header = (f"{'intent':<10} {'turns':>5} {'tools gated':>11} {'tools ungated':>13} {'gated mean':>10} "
-              f"{'ungated mean':>12} {'ungated/gated':>13}")
+              f"{'ungated mean':>12} {'saved/turn':>10} {'ungated/gated':>13}")
     print(header)
     print("-" * len(header))
     order = ["smalltalk", "db", "http", "mixed", "unknown"]
@@ -258,7 +257,8 @@ def print_intents(gated: list[TurnStat], ungated: list[TurnStat], title: str) ->
         u = statistics.mean(ungated[i].prompt_tokens for i in idx)
         tg = statistics.mean(gated[i].tools_offered for i in idx)
         tu = statistics.mean(ungated[i].tools_offered for i in idx)
-        print(f"{intent:<10} {len(idx):>5} {tg:>11.1f} {tu:>13.1f} {g:>10.0f} {u:>12.0f} {u / g:>12.2f}x")
+        print(f"{intent:<10} {len(idx):>5} {tg:>11.1f} {tu:>13.1f} {g:>10.0f} {u:>12.0f} {u - g:>10.0f} "
+              f"{u / g:>12.2f}x")
 
 
 def main() -> None:
@@ -268,59 +268,48 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # the tool calls to 127.0.0.1:9 fail on purpose; keep the output a table
 
-    server, tmp = None, None
-    base = os.environ.get("BENCH_DATABASE_URL")
-    if not base:
-        from shared.devstack import start_postgres
+    with bench_server() as base:
+        run(base, args)
 
-        tmp = tempfile.mkdtemp(prefix="wabot-bench-")
-        server = start_postgres(Path(tmp) / "pg")
-        base = server.url
+
+def run(base: str, args) -> None:
     tenants = make_tenants(base, args.budget)
-    try:
-        for tenant, _ in tenants.values():
-            migrate_tenant(tenant)
-        registry = build_registry(next(iter(tenants.values()))[0])
-        db_schemas = estimate_tools(registry.openai_schemas(registry.names(group="db")))
-        http_schemas = estimate_tools(registry.openai_schemas(registry.names(group="http")))
-        switch = {label: gating_setting(t) for label, (t, _) in tenants.items()}
-        turns = script(args.rounds)
-        print(f"{len(turns)} user turns ({args.rounds} x {len(CONVERSATION)}-turn script), MockProvider (prompt tokens ~ chars/4 of messages + tool schemas), "
-              f"{len(registry)} tools: {len(registry.names(group='db'))} db (~{db_schemas} tokens of schemas), "
-              f"{len(registry.names(group='http'))} http (~{http_schemas}); history budget "
-              f"{args.budget} tokens vs {UNBUDGETED:,} (history read: last {HISTORY_ROWS} messages); tool_gating as read: "
-              + ", ".join(f"{k}={v}" for k, v in switch.items()) + "\n")
-        results: dict[str, list[TurnStat]] = {}
-        for label, (tenant, dsn) in tenants.items():
-            t0 = time.perf_counter()
-            results[label] = run_conversation(tenant, dsn, turns)
-            print(f"  ran {label:<20} in {time.perf_counter() - t0:5.1f}s")
-        print()
-        gated, ungated = results["gated+budget"], results["ungated+budget"]
-        if [s.tools_offered for s in gated] == [s.tools_offered for s in ungated]:
-            print("WARNING: tool_gating=false had no effect (same tools offered on every turn): the switch is not "
-                  "wired; the gating columns below are not a comparison.\n")
-        print("Prompt tokens per turn (sum over the turn's LLM calls), ratios to gated+budget:")
-        print_variants(results)
-        print("\nMean prompt tokens per turn, by block of 20 turns:")
-        print_growth(results)
-        print()
-        print_intents(gated, ungated, "Gating by intent (history budget on): tools offered and prompt tokens per turn")
-        print()
-        print_intents(results["gated, no budget"], results["ungated, no budget"],
-                      "Gating by intent (no history budget)")
-        if os.environ.get("BENCH_TOKENS_DUMP"):
-            Path(os.environ["BENCH_TOKENS_DUMP"]).write_text(json.dumps(
-                {k: [s.__dict__ for s in v] for k, v in results.items()}, indent=1))
-    finally:
-        try:
-            with psycopg.connect(make_conninfo(base, dbname="postgres"), autocommit=True) as admin:
-                for _, dsn in tenants.values():
-                    admin.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(dsn)["dbname"]}"')
-        finally:
-            if server:
-                server.stop()
-                shutil.rmtree(tmp, ignore_errors=True)
+    for tenant, _ in tenants.values():
+        migrate_tenant(tenant)
+    registry = build_registry(next(iter(tenants.values()))[0])
+    db_schemas = estimate_tools(registry.openai_schemas(registry.names(group="db")))
+    http_schemas = estimate_tools(registry.openai_schemas(registry.names(group="http")))
+    switch = {label: gating_setting(t) for label, (t, _) in tenants.items()}
+    turns = script(args.rounds)
+    print(f"{len(turns)} user turns ({args.rounds} x {len(CONVERSATION)}-turn script), MockProvider "
+          "(prompt tokens ~ chars/4 of messages + tool schemas), "
+          f"{len(registry)} tools: {len(registry.names(group='db'))} db (~{db_schemas} tokens of schemas), "
+          f"{len(registry.names(group='http'))} http (~{http_schemas});\nhistory budget "
+          f"{args.budget} tokens vs {UNBUDGETED:,} (history read: last {HISTORY_ROWS} messages); "
+          "tool_gating as read: "
+          + ", ".join(f"{k}={v}" for k, v in switch.items()) + "\n")
+    results: dict[str, list[TurnStat]] = {}
+    for label, (tenant, dsn) in tenants.items():
+        t0 = time.perf_counter()
+        results[label] = run_conversation(tenant, dsn, turns)
+        print(f"  ran {label:<20} in {time.perf_counter() - t0:5.1f}s")
+    print()
+    gated, ungated = results["gated+budget"], results["ungated+budget"]
+    if [s.tools_offered for s in gated] == [s.tools_offered for s in ungated]:
+        print("WARNING: tool_gating=false had no effect (same tools offered on every turn): the switch is not "
+              "wired; the gating columns below are not a comparison.\n")
+    print("Prompt tokens per turn (sum over the turn's LLM calls), ratios to gated+budget:")
+    print_variants(results)
+    print("\nMean prompt tokens per turn, by block of 20 turns:")
+    print_growth(results)
+    print()
+    print_intents(gated, ungated, "Gating by intent (history budget on): tools offered and prompt tokens per turn")
+    print()
+    print_intents(results["gated, no budget"], results["ungated, no budget"],
+                  "Gating by intent (no history budget)")
+    if os.environ.get("BENCH_TOKENS_DUMP"):
+        Path(os.environ["BENCH_TOKENS_DUMP"]).write_text(json.dumps(
+            {k: [s.__dict__ for s in v] for k, v in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from shared.errors import ConfigError
 from shared.infobip.templates import parse_templates
 from shared.llm.settings import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
-from shared.settings import LLM_PROVIDERS, Settings
+from shared.settings import Settings
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")

@@ -26,6 +26,7 @@ from shared.db.usage import budget_spent
 from shared.engine import respond
 from shared.infobip.times import parse_infobip_time
 from shared.llm.base import LLMProvider
+from shared.media import transcribe_voice
 from shared.message_text import message_text
 from shared.phone import normalize_number
 from shared.tenants import Tenant
@@ -104,7 +105,7 @@ class TurnOutcome:
 def _pending(conn, user_id: int) -> list[dict]:
     return conn.execute(
         """
-        SELECT id, body, message_type, infobip_message_id, request_id,
+        SELECT id, body, message_type, payload, infobip_message_id, request_id,
                (extract(epoch FROM clock_timestamp() - created_at) * 1000)::bigint AS age_ms
         FROM messages WHERE user_id = %s AND role = 'user' AND status = 'received' ORDER BY id
         """,
@@ -126,6 +127,19 @@ def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]
             client.typing(tenant.waba_number, phone)
     except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
         log.warning("mark-as-read / typing failed", exc_info=True)
+
+
+def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: list[dict]) -> None:
+    """Voice notes become text where the tenant's provider transcribes audio (OpenAI); the text is stored so
+    history and redeliveries see it. Elsewhere they stay unreadable and get the polite answer."""
+    if not getattr(llm, "supports_transcription", False) or deps.infobip_for is None:
+        return
+    for m in rows:
+        if m["body"] is None and m["message_type"] in ("VOICE", "AUDIO"):
+            text = transcribe_voice(tenant, deps.infobip_for(tenant), llm, m["payload"] or {})
+            if text:
+                m["body"] = f"[voice note] {text}"
+                conn.execute("UPDATE messages SET body = %s WHERE id = %s", (m["body"], m["id"]))
 
 
 def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> TurnOutcome:
@@ -151,6 +165,8 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
         _acknowledge(tenant, deps, phone, rows)
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
+        llm = deps.llm_for(tenant, conn)
+        _transcribe(conn, tenant, deps, llm, rows)
         texts = [m["body"] for m in rows if m["body"]]
         summary: dict[str, Any] = {"tools_used": [], "token_usage": {"total": 0}, "messages": len(rows)}
         if not texts:
@@ -160,7 +176,7 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
             log.warning("daily token budget spent: answered without the LLM")
         else:
             history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
-            answer = respond(tenant=tenant, conn=conn, llm=deps.llm_for(tenant, conn),
+            answer = respond(tenant=tenant, conn=conn, llm=llm,
                              registry=deps.registry_for(tenant), memory=deps.memory_for(tenant), user_id=user_id,
                              phone=phone, text="\n".join(texts), history=history, now=now, clock=deps.clock,
                              request_id=request_id)

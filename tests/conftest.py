@@ -10,10 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 import pytest
@@ -33,24 +31,24 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("wabot")
 
 
-@pytest.fixture(scope="session")
-def pg_url(data_dir) -> str:
-    if os.environ.get("TEST_DATABASE_URL"):
-        yield os.environ["TEST_DATABASE_URL"]
+def _service(env_name: str, start, directory: Path):
+    """The server named by `env_name` if set, otherwise an embedded one for this session."""
+    if os.environ.get(env_name):
+        yield os.environ[env_name]
         return
-    server = start_postgres(data_dir / "pg")
+    server = start(directory)
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(data_dir) -> str:
+    yield from _service("TEST_DATABASE_URL", start_postgres, data_dir / "pg")
 
 
 @pytest.fixture(scope="session")
 def redis_url(data_dir) -> str:
-    if os.environ.get("TEST_REDIS_URL"):
-        yield os.environ["TEST_REDIS_URL"]
-        return
-    server = start_redis(data_dir / "redis")
-    yield server.url
-    server.stop()
+    yield from _service("TEST_REDIS_URL", start_redis, data_dir / "redis")
 
 
 @pytest.fixture(scope="session")

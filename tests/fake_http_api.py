@@ -19,27 +19,20 @@ import json
 import threading
 import time
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from shared.localserver import LocalServer
 
-class FakeHttpApi:
+
+class FakeHttpApi(LocalServer):
+    thread_name = "fake-http-api"
+
     def __init__(self, host: str = "127.0.0.1", redirect_target: str = "http://127.0.0.1:9/"):
         self.redirect_target = redirect_target
         self._lock = threading.Lock()
         self._seen: list[dict] = []
-        self._server = make_server(host, 0, self._wsgi, threaded=True)
-        self._server.block_on_close = False  # do not wait for a slow handler still sleeping at stop()
-        self.port = self._server.server_port
-        self.url = f"http://{host}:{self.port}"
-
-    def start(self) -> "FakeHttpApi":
-        threading.Thread(target=self._server.serve_forever, name="fake-http-api", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, 0)
+        self.url = self.base_url
 
     def requests_seen(self, path: str | None = None) -> list[dict]:
         with self._lock:

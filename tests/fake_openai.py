@@ -22,8 +22,10 @@ import time
 import uuid
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+
+from shared.localserver import LocalServer
 
 _ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -60,7 +62,9 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
+    thread_name = "fake-openai"
+
     def __init__(self, api_keys: set[str] | None = None, embedding_dim: int = 256, host: str = "127.0.0.1",
                  port: int = 0):
         self.api_keys = set(api_keys) if api_keys is not None else None
@@ -68,23 +72,8 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._script: list[dict] = []
-        self._server = make_server(host, port, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self.url = f"http://{host}:{self.port}/v1"
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle
-    def start(self) -> "FakeOpenAI":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (idempotent): later requests get connection refused."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread = None
-        self._server.server_close()
+        super().__init__(host, port, request_handler=_QuietHandler)
+        self.url = self.base_url + "/v1"
 
     # ---- test helpers
     @property

@@ -2,7 +2,6 @@
 import json
 import uuid
 
-import pytest
 import requests
 
 from helpers import AUTH, INFOBIP_KEY, NUMBERS, inbound, new_user, wait_for

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import requests
 
-from conftest import Proc, start_worker
+from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
 from shared.ratelimit import NOTICE
 
@@ -151,3 +151,20 @@ def test_a_flooding_user_gets_one_notice_and_the_rest_is_stored_unanswered(clien
     wait_for(lambda: NOTICE in texts_to(sandbox, user), what="the notice")
     settle()
     assert texts_to(sandbox, user).count(NOTICE) == 1
+
+
+def test_a_voice_note_is_transcribed_where_the_provider_can(client, worker, sandbox, fake_openai, db):
+    """Gamma's provider is OpenAI (the fake server transcribes the uploaded bytes); alpha's mock cannot."""
+    user = new_user()
+    url = sandbox.add_media(f"voice-{user}", b"Remember I have a haircut tomorrow at 3 PM", "audio/ogg",
+                            sender=NUMBERS["gamma"])
+    body = inbound(NUMBERS["gamma"], user, {"type": "VOICE", "url": url})
+    assert client.post("/webhooks/infobip", json=body, headers=AUTH).status_code == 200
+    reply = wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the reply to the voice note")
+    assert reply == ["I've saved your haircut for tomorrow at 3 PM as an event."]
+    assert any(r["path"] == "/v1/audio/transcriptions" and r["json"]["model"] == "whisper-1"
+               for r in fake_openai.requests)
+    with db("gamma") as conn:
+        stored = conn.execute("SELECT body, message_type FROM messages WHERE infobip_message_id = %s",
+                              (body["results"][0]["messageId"],)).fetchone()
+    assert stored["message_type"] == "VOICE" and "haircut" in stored["body"]

@@ -61,3 +61,21 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
         log.exception("final answer failed")
         response.text = GIVE_UP
     return response
+
+
+class ToolGroupAgent:
+    """A specialised agent that answers with the tools of one registry group, for the intents it lists."""
+
+    name = ""
+    group = ""
+    intents: frozenset[str] = frozenset()
+    allowed_tenants: frozenset[str] | None = None  # None: every tenant may enable it
+
+    def can_handle(self, intent: str) -> bool:
+        return intent in self.intents
+
+    def tool_names(self, registry) -> list[str]:
+        return registry.names(group=self.group)
+
+    def handle(self, request: AgentRequest) -> AgentResponse:
+        return run_tool_loop(request, self.name, self.tool_names(request.registry))

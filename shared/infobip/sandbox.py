@@ -25,8 +25,9 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from shared.localserver import LocalServer
 
 _ERRORS = {
     400: ("BAD_REQUEST", "Bad request"),
@@ -67,29 +68,17 @@ def _recipient(body: Any) -> str | None:
     return None
 
 
-class InfobipSandbox:
+class InfobipSandbox(LocalServer):
+    thread_name = "infobip-sandbox"
+
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0):
         self.api_key = api_key
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._script: list[dict] = []
         self._media: dict[str, tuple[bytes, str]] = {}
-        self._server = make_server(host, port, self._wsgi, threaded=True)
-        self.port = self._server.server_port
-        self.url = f"http://{host}:{self.port}"
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle
-    def start(self) -> "InfobipSandbox":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="infobip-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
+        super().__init__(host, port)
+        self.url = self.base_url
 
     # ---- in-process helpers (tests)
     def requests(self, since: int = 0, path: str | None = None) -> list[dict]:

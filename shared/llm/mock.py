@@ -55,6 +55,7 @@ def _parse_iso(value: Any) -> datetime | None:
 
 class MockProvider:
     name = "mock"
+    supports_transcription = False  # voice notes get the polite "can't read" answer
 
     def __init__(self, model: str = "mock-chat", dim: int = 256):
         self.model = model
