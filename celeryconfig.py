@@ -6,6 +6,15 @@ import os
 
 from kombu import Queue
 
+
+def _seconds(name: str, default: str) -> int:
+    """A whole number of seconds from the environment; a malformed value stops start-up naming the variable."""
+    raw = os.environ.get(name, default).strip() or default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"configuration error: {name} must be a whole number of seconds (1 or more)")
+    return int(raw)
+
+
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
@@ -21,8 +30,8 @@ worker_prefetch_multiplier = 1
 # CELERY_RESTORE_INTERVAL seconds; kombu's default throttle would make it ten times rarer). Turns left behind
 # earlier than that are picked up by the `recover_stalled` sweep.
 broker_transport_options = {
-    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
-    "unacked_restore_interval": int(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
+    "visibility_timeout": _seconds("CELERY_VISIBILITY_TIMEOUT", "3600"),
+    "unacked_restore_interval": _seconds("CELERY_RESTORE_INTERVAL", "10"),
     "unacked_restore_throttle": 1,
     "socket_timeout": 5,
     "socket_connect_timeout": 2,
@@ -50,12 +59,12 @@ enable_utc = True
 beat_schedule = {
     "dispatch-due-reminders": {
         "task": "wabot.scheduled.dispatch_reminders",
-        "schedule": float(os.environ.get("REMINDER_DISPATCH_SECONDS", "30")),
+        "schedule": _seconds("REMINDER_DISPATCH_SECONDS", "30"),
         "options": {"queue": "scheduled", "expires": 25},
     },
     "recover-stalled-work": {
         "task": "wabot.scheduled.recover_stalled",
-        "schedule": float(os.environ.get("RECOVERY_SWEEP_SECONDS", "60")),
+        "schedule": _seconds("RECOVERY_SWEEP_SECONDS", "60"),
         "options": {"queue": "scheduled", "expires": 55},
     },
 }

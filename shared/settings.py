@@ -32,6 +32,7 @@ class Settings:
     tenants_file: str
     log_level: str
     max_webhook_bytes: int
+    db_pool_max: int = 20  # connections per tenant database per process: size it to the worker's threads
 
 
 def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -112,4 +113,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         tenants_file=_env(env, "TENANTS_FILE", "tenants.yaml") or "tenants.yaml",
         log_level=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+        db_pool_max=_int(env, "DB_POOL_MAX", 20, 1, 1000),
     )

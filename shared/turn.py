@@ -208,9 +208,34 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
     return TurnOutcome(outbound_ids=outbound_ids, answered=answered)
 
 
-def stalled_users(conn, older_than_seconds: int) -> list[int]:
-    """Users with `received` messages that no turn has picked up for a while (a lost task): to re-run."""
+DEFAULT_APOLOGY = "Sorry, something went wrong on my side and I couldn't answer that. Please try again in a moment."
+
+
+def give_up(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> list[int]:
+    """After a turn failed for good: mark the user's waiting messages `failed` and queue an apology, so the user
+    is not left without an answer and the recovery sweep does not retry a turn that cannot succeed. Returns the
+    outbox ids to publish after the commit."""
+    with deps.pools.connection(tenant) as conn:
+        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s FOR UPDATE",
+                            (user_id,)).fetchone()
+        failed = conn.execute("UPDATE messages SET status = 'failed', updated_at = now() WHERE user_id = %s "
+                              "AND role = 'user' AND status = 'received' RETURNING id", (user_id,)).fetchall()
+        if user is None or not failed:
+            return []
+        text = str(tenant.config.extra.get("failure_reply") or DEFAULT_APOLOGY)
+        reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=text, reply_to=failed[-1]["id"],
+                                                 request_id=request_id)
+        log.error("turn failed for good: user told, messages marked failed", extra={"messages": len(failed)})
+        return deps.queue_reply(conn, tenant, user_id=user_id, phone=user["phone"], text=text,
+                                source_message=reply_id, request_id=request_id, now=deps.clock(),
+                                last_inbound_at=user["last_inbound_at"])
+
+
+def stalled_users(conn, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:
+    """Users with `received` messages that no turn has picked up for a while (a lost task): to re-run.
+    Messages older than `newer_than_seconds` are left alone: a turn that keeps failing is not retried forever."""
     rows = conn.execute(
         "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
-        "AND created_at < now() - make_interval(secs => %s)", (older_than_seconds,)).fetchall()
+        "AND created_at < now() - make_interval(secs => %s) AND created_at > now() - make_interval(secs => %s)",
+        (older_than_seconds, newer_than_seconds)).fetchall()
     return [r["user_id"] for r in rows]

@@ -29,6 +29,13 @@ def test_hello_becomes_a_whatsapp_reply(web, worker, sandbox, db):
     assert req["json"]["from"] == NUMBERS["alpha"] and req["json"]["to"] == user
     assert "Alpha Dental" in req["json"]["content"]["text"]
     assert req["json"]["messageId"].startswith("alpha.")
+    # the turn marked the message read (blue ticks) and showed "typing..." before answering
+    inbound_id = body["results"][0]["messageId"]
+    read = sandbox.requests(path=f"/whatsapp/1/senders/{NUMBERS['alpha']}/message/{inbound_id}/read")
+    assert len(read) == 1 and read[0]["seq"] < req["seq"]
+    typing = [r for r in sandbox.requests(path="/whatsapp/1/events")
+              if r["json"]["events"][0]["destinations"] == [{"to": user}]]
+    assert len(typing) == 1 and typing[0]["seq"] < req["seq"]
 
     with db("alpha") as conn:
         u = conn.execute("SELECT * FROM users WHERE phone = %s", (user,)).fetchone()

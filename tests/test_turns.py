@@ -168,3 +168,20 @@ def test_a_voice_note_is_transcribed_where_the_provider_can(client, worker, sand
         stored = conn.execute("SELECT body, message_type FROM messages WHERE infobip_message_id = %s",
                               (body["results"][0]["messageId"],)).fetchone()
     assert stored["message_type"] == "VOICE" and "haircut" in stored["body"]
+
+
+def test_a_turn_that_cannot_succeed_ends_with_an_apology_not_silence(client, worker, sandbox, fake_openai, db):
+    """The model refuses the request outright (HTTP 400, not retryable): the user is told, nothing loops."""
+    from shared.turn import DEFAULT_APOLOGY
+
+    user = new_user()
+    fake_openai.script({"status": 400})
+    body = inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "hello again"})
+    assert client.post("/webhooks/infobip", json=body, headers=AUTH).status_code == 200
+    assert wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the apology") == [DEFAULT_APOLOGY]
+    with db("gamma") as conn:
+        status = conn.execute("SELECT status FROM messages WHERE infobip_message_id = %s",
+                              (body["results"][0]["messageId"],)).fetchone()["status"]
+    assert status == "failed"
+    settle()
+    assert texts_to(sandbox, user) == [DEFAULT_APOLOGY]

@@ -7,16 +7,19 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from shared.llm.base import LLMError
 from shared.log import bind
 from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN, enqueue
-from shared.turn import run_user_turn, store_inbound
+from shared.turn import give_up, run_user_turn, store_inbound
 from workers.app import app
 from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+TURN_RETRIES = 8  # retryable failures (LLM 429/5xx after the SDK's own retries, database away), with backoff
 
 
 @app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=8)
@@ -32,7 +35,7 @@ def handle_message(self, payload: dict) -> dict:
     bind(message_id=result.get("messageId"), user_id=result.get("from"))
     try:
         stored = store_inbound(tenant, rt.turn_deps, result, payload.get("request_id"))
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, PoolTimeout) as exc:  # the tenant database is away or busy: nothing stored
         raise self.retry(countdown=backoff(self.request.retries), exc=exc)
     rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
     if stored.status == "received":
@@ -47,13 +50,21 @@ def run_turn(self, payload: dict) -> dict:
     """One turn for one user (per-user order, debounce and crash safety: see shared.turn)."""
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
+    user_id = int(payload["user_id"])
     try:
-        outcome = run_user_turn(tenant, rt.turn_deps, int(payload["user_id"]), payload.get("request_id"))
-    except (LLMError, psycopg.OperationalError) as exc:
-        retryable = getattr(exc, "retryable", True)
-        log.warning("turn failed", extra={"error": str(exc), "retry": retryable, "attempt": self.request.retries})
-        if retryable and self.request.retries < 8:
-            raise self.retry(countdown=backoff(self.request.retries), exc=exc)
+        outcome = run_user_turn(tenant, rt.turn_deps, user_id, payload.get("request_id"))
+    except Exception as exc:  # the turn's transaction rolled back: its messages are still `received`
+        retryable = isinstance(exc, (psycopg.OperationalError, PoolTimeout)) or (
+            isinstance(exc, LLMError) and exc.retryable)
+        failures = int(payload.get("failures", 0))  # counted apart from the busy/debounce re-checks below
+        log.warning("turn failed", extra={"error_type": exc.__class__.__name__, "retry": retryable,
+                                          "failures": failures})
+        if retryable and failures < TURN_RETRIES:
+            raise self.retry(countdown=backoff(failures), exc=exc, kwargs={"payload": {**payload,
+                                                                                      "failures": failures + 1}})
+        log.exception("turn failed for good")
+        rt.publish_sends(tenant.tenant_id, give_up(tenant, rt.turn_deps, user_id, payload.get("request_id")),
+                         payload.get("request_id"))
         raise
     if outcome.retry_in_ms is not None:
         # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly.

@@ -82,5 +82,6 @@ def get_runtime() -> Runtime:
         with _runtime_lock:
             if _runtime is None:
                 settings = load_settings()
-                _runtime = Runtime(settings=settings, tenants=load_tenants(settings))
+                _runtime = Runtime(settings=settings, tenants=load_tenants(settings),
+                                   pools=TenantPools(max_size=settings.db_pool_max))
     return _runtime
