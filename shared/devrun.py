@@ -59,6 +59,13 @@ def run_dev(with_flower: bool = True) -> int:
             env["INFOBIP_BASE_URL"] = sandbox.url
             print(f"dev: Infobip sandbox at {sandbox.url} (replies are recorded there)", flush=True)
 
+        if not env.get("DEMO_API_URL"):
+            from shared.devstack import DemoWeatherApi
+
+            demo_api = DemoWeatherApi(port=int(env.get("DEMO_API_PORT", "9091"))).start()
+            stoppers.append(demo_api.stop)
+            env["DEMO_API_URL"] = demo_api.base_url
+
         tenants_file = ROOT / env["TENANTS_FILE"] if not os.path.isabs(env["TENANTS_FILE"]) else env["TENANTS_FILE"]
         if not os.path.exists(tenants_file):
             with open(tenants_file, "w", encoding="utf-8") as fh:

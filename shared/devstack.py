@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from werkzeug.wrappers import Request, Response
+
+from shared.localserver import LocalServer
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WABOT_DATA_DIR", ROOT / ".data"))
 DEV_STATE = DATA / "dev.json"
@@ -33,7 +37,27 @@ tenants:
       business_name: Demo Dental Clinic
       timezone: Europe/London
       rag_enabled: true
+    http_tools:             # a stand-in weather API that `make dev` serves locally
+      - name: get_weather
+        description: Current weather for a city
+        method: GET
+        url: "${DEMO_API_URL:-http://127.0.0.1:9091}/v1/current?city={city}"
+        parameters: {type: object, properties: {city: {type: string}}, required: [city]}
+        allow_private_network: true
 """
+
+
+class DemoWeatherApi(LocalServer):
+    """The demo tenant's third-party API in `make dev`: `GET /v1/current?city=...` -> a fixed forecast."""
+
+    thread_name = "demo-weather-api"
+
+    def _wsgi(self, environ, start_response):
+        request = Request(environ)
+        if request.path != "/v1/current":
+            return Response('{"error": "not found"}', 404, mimetype="application/json")(environ, start_response)
+        body = {"city": request.args.get("city", ""), "temperature_c": 22, "conditions": "partly cloudy"}
+        return Response(json.dumps(body), mimetype="application/json")(environ, start_response)
 
 
 @dataclass
