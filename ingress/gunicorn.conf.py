@@ -2,8 +2,14 @@
 (about 4,300 req/s on 2 cores); raise WEB_CONCURRENCY on bigger machines."""
 import os
 
-bind = f"{os.environ.get('APP_HOST', '0.0.0.0')}:{os.environ.get('APP_PORT', '8080')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+def _env(name: str, default: str) -> str:
+    """An empty value (`APP_PORT=` in a .env) counts as unset, as everywhere else."""
+    return (os.environ.get(name) or "").strip() or default
+
+
+bind = f"{_env('APP_HOST', '0.0.0.0')}:{_env('APP_PORT', '8080')}"
+workers = int(_env("WEB_CONCURRENCY", "2"))
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 20

@@ -70,6 +70,7 @@ def _receive(allowed_kinds: tuple[str, ...]):
     for result in body["results"]:
         kind = result_kind(result)
         if kind not in allowed_kinds:
+            dedupe.release_quietly(redis, claims)  # nothing of this batch is taken: its retry must not be a duplicate
             return error_response(400, "invalid_payload", f"{kind} results are not accepted on this URL")
         tenant = _tenant_for(result, kind)
         if tenant is None:
@@ -78,6 +79,7 @@ def _receive(allowed_kinds: tuple[str, ...]):
                      extra={"kind": kind, "to": result.get("to"), "infobip_message_id": result.get("messageId")})
             continue
         if not _authorised_for(token, tenant):
+            dedupe.release_quietly(redis, claims)
             log.warning("webhook refused: credentials of another tenant", extra={"tenant_id": tenant.tenant_id})
             return error_response(401, "unauthorized", "credentials are not valid for this number")
         payload = {"tenant_id": tenant.tenant_id, "request_id": g.request_id, "message_id": result["messageId"]}

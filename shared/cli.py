@@ -84,7 +84,14 @@ def cmd_chat(args) -> int:
     import requests
 
     from shared.devstack import read_state
+    from shared.phone import normalize_number
 
+    try:  # the form the bot stores and answers to: the sandbox is asked for replies to exactly this
+        user = normalize_number(args.user)
+    except ValueError:
+        print("wabot chat: --user must be a phone number with its country code, e.g. \"+1 555 000 1111\" "
+              "(5-20 digits; '+', spaces, dashes and brackets are ignored)", file=sys.stderr)
+        return 2
     state = read_state()
     app_url = args.url or state.get("app_url")
     sandbox = args.sandbox or state.get("sandbox_url")
@@ -99,7 +106,6 @@ def cmd_chat(args) -> int:
     if tenant is None:
         print(f"wabot chat: unknown tenant {args.tenant!r}", file=sys.stderr)
         return 2
-    user = args.user
     print(f"Chatting with tenant {tenant['tenant_id']} (+{tenant['waba_number']}) as +{user}. Ctrl-D to quit.")
     since = requests.get(f"{sandbox}/_sandbox/messages", params={"to": user}, timeout=5).json()["last_seq"]
     while True:

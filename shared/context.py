@@ -35,11 +35,22 @@ def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = ()) -
     return text
 
 
+def clip_text(text: str, max_tokens: int) -> str:
+    """A user text longer than `max_tokens` keeps its end (the newest words of a burst), marked as clipped."""
+    limit = max(16, max_tokens) * 4
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
 def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]], user_text: str,
                  memories: Sequence[str] = (), budget: int | None = None) -> Prompt:
     """`history` is oldest first, as rows with `role` and `body`; the newest turns that fit are kept."""
     budget = budget or tenant.config.max_context_tokens
+    user_text = clip_text(user_text, budget // 2)
+    memories = list(memories)
     system = {"role": "system", "content": system_prompt(tenant, now, memories)}
+    while memories and estimate_message(system) > budget // 3:  # memories are an aid: drop the least relevant
+        memories.pop()
+        system = {"role": "system", "content": system_prompt(tenant, now, memories)}
     user = {"role": "user", "content": user_text}
     used = estimate_message(system) + estimate_message(user)
     kept: list[dict[str, Any]] = []

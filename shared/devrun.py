@@ -29,7 +29,8 @@ def run_dev(with_flower: bool = True) -> int:
     load_dotenv_file(str(ROOT / ".env"))
     env = dict(os.environ)
     for key, value in DEV_DEFAULTS.items():
-        env.setdefault(key, value)
+        if not env.get(key):  # unset, or empty as `KEY=` in a .env copied from .env.example
+            env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
     stoppers = []
     sandbox = None

@@ -7,6 +7,7 @@ starts clean. (Side effects of a tenant's HTTP tools on other systems cannot be 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -19,6 +20,7 @@ from shared.agents.registry import orchestrator_for
 from shared.context import build_prompt
 from shared.llm.base import LLMProvider
 from shared.tenants import Tenant
+from shared.tokens import estimate_tools
 from shared.tools.base import ToolContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,24 +50,38 @@ def _memory_line(hit: Any, tenant: Tenant) -> str:
     return text[:300]
 
 
+TURN_DEADLINE_SECONDS = 120  # no new tool step after this; the final answer still comes
+
+
 def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, registry: "ToolRegistry",
             memory: "MemoryStore", user_id: int, phone: str, text: str, history: Sequence[dict[str, Any]],
-            now: datetime, clock: Callable[[], datetime], request_id: str | None) -> EngineReply:
+            now: datetime, clock: Callable[[], datetime], request_id: str | None,
+            calls: list[LLMCall] | None = None) -> EngineReply:
+    """`calls` (the caller's list) receives every model call as it is made, so the caller can account for the
+    tokens even when the turn fails half way."""
+    calls = [] if calls is None else calls
+    started = time.monotonic()
+    http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
+    intent = classify(text, http_words, llm, calls)
+    orchestrator = orchestrator_for(tenant)
+    _agent, offered = orchestrator.route(intent.name, registry, bool(tenant.config.extra.get("tool_gating", True)))
+
+    # The budget covers everything sent: the offered tool schemas come off it before history is added.
+    budget = max(tenant.config.max_context_tokens - estimate_tools(registry.openai_schemas(offered)),
+                 tenant.config.max_context_tokens // 4)
     memories: list[str] = []
     if tenant.config.rag_enabled and memory is not None:
         try:
             memories = [_memory_line(h, tenant) for h in memory.relevant_for_prompt(conn, user_id, text)]
         except Exception:  # retrieval is an aid; a failure must not cost the user an answer
             log.exception("memory retrieval failed")
-    prompt = build_prompt(tenant, now, history, text, memories)
-    calls: list[LLMCall] = []
-    http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
-    intent = classify(text, http_words, llm, calls)
+    prompt = build_prompt(tenant, now, history, text, memories, budget=budget)
+
     ctx = ToolContext(tenant=tenant, conn=conn, user_id=user_id, user_phone=phone, memory=memory, clock=clock,
                       request_id=request_id)
     request = AgentRequest(tenant=tenant, text=text, messages=prompt.messages, intent=intent, llm=llm,
-                           registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps)
-    response = orchestrator_for(tenant).handle(request)
-    calls += response.calls
+                           registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps, calls=calls,
+                           deadline=started + TURN_DEADLINE_SECONDS)
+    response = orchestrator.handle(request)
     text_out = response.text or "Sorry, I have no answer to that."
     return EngineReply(text_out, intent, response, calls, prompt.tokens, prompt.history_used, len(memories))

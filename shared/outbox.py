@@ -2,10 +2,20 @@
 
 Guarantees:
 - a send row is committed before its task is enqueued (nothing is sent that was not stored);
-- the row is locked while it is posted and only a `queued` row is posted, so a redelivered or re-published send
-  task never posts a message Infobip already accepted; retries reuse the row and therefore the same messageId;
-- the parts of a long reply are posted in order: part n+1 is posted only after Infobip accepted part n (its task
-  waits; part n's task publishes it after the acceptance is committed); a part that fails stops the rest;
+- only a `queued` row is posted, under a per-row lock (two tasks never post one row at the same time), so a
+  redelivered or re-published task never posts a message whose acceptance was recorded; retries reuse the row and
+  therefore the same messageId;
+- each post is counted on the row (attempts, posting_at) and committed BEFORE the HTTP call, so the bound of
+  MAX_ATTEMPTS posts holds even when answers are lost. At-least-once, not exactly-once: when Infobip's answer is lost
+  (the worker is killed during the post, or the database fails before the result is committed) the row is still
+  `queued` and is posted again with the same messageId. Whether Infobip drops a repeated messageId is UNKNOWN, so
+  the user may then get the message twice (unless a delivery report for the first post arrived meanwhile: it moves
+  the row out of `queued` and the repeat is skipped);
+- messages reach a user in the order they were queued: the parts of a long reply in order (part n+1 is posted
+  only after Infobip accepted part n), and across messages (replies of different turns, reminders, notices) part 1
+  of a new message waits for the user's newest row that was still queued. A waiting row's task ends; the task of
+  the row it waits for publishes it after that row's acceptance (or final failure) is committed;
+- a part that fails stops the rest of its own reply; a message that fails does not stop the next message;
 - outside the 24-hour window (with a safety margin) a message goes out as the tenant's `reengage` template, or is
   recorded `not_sent` with the reason when the tenant has none.
 """
@@ -93,14 +103,18 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
     common = dict(user_id=user_id, to_number=phone, source_message=source_message, reminder_id=reminder_id,
                   request_id=request_id)
     if inside_window(last_inbound_at, now):
+        # Order across messages: part 1 waits for the user's newest row Infobip has not accepted yet (read in the
+        # caller's transaction; a concurrent transaction may pick the same one: repo.next_part returns every waiter).
+        after = repo.latest_queued(conn, user_id)
         ids: list[int] = []
         for number, part in enumerate(split_text(text), start=1):
             mid = new_message_id(tenant.tenant_id)
             ids.append(repo.create_outbound(
-                conn, message_id=mid, body=part, part=number, prev_id=ids[-1] if ids else None,
+                conn, message_id=mid, body=part, part=number, prev_id=ids[-1] if ids else after,
                 chain_id=ids[0] if ids else None,
                 content=text_body(sender=tenant.waba_number, to=phone, text=part, message_id=mid), **common))
-        # only part 1 can go now; each later part is published by its predecessor once Infobip accepted it
+        # part 1's task is published; if it must wait, it finds that out under a lock and its predecessor's task
+        # publishes it again later. Each later part is published by its predecessor once Infobip accepted it.
         return Queued("text", ids, ids[:1])
     if not text or not text.strip():
         raise ValueError("cannot send an empty text")
@@ -113,6 +127,7 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
         return Queued("not_sent", [oid], [])
     user = repo.outbound_user(conn, user_id) or {}
     oid = repo.create_outbound(conn, message_id=mid, body=text, kind="template",
+                               prev_id=repo.latest_queued(conn, user_id),  # in order after earlier messages, too
                                content=template_content(tenant, template, phone=phone, message_id=mid, text=text,
                                                         name=user.get("name")), **common)
     return Queued("template", [oid], [oid])
@@ -142,10 +157,10 @@ def enqueue_sends(celery_app: Celery, tenant_id: str, outbound_ids: list[int], r
 
 @dataclass(frozen=True)
 class SendOutcome:
-    status: str                  # sent | failed | retry | waiting | skipped
+    status: str                  # sent | failed | retry | waiting | skipped | busy
     delay: float | None = None   # seconds until the retry (status retry)
     error: dict | None = None
-    enqueue: list[int] = field(default_factory=list)  # rows to publish now (the next part)
+    enqueue: list[int] = field(default_factory=list)  # rows to publish now (the rows that waited for this one)
     message_id: str | None = None  # the row's Infobip messageId, to settle reports that overtook the send
 
 
@@ -156,52 +171,107 @@ def describe_error(error: InfobipError) -> str:
     return f"Infobip answered HTTP {error.http_status} {error.code}" + (f": {error.text}" if error.text else "")
 
 
+def _head(row: dict) -> int:
+    """Part 1 of the reply a row belongs to: rows with the same head are one message."""
+    return row["chain_id"] or row["id"]
+
+
 def send_outbound(tenant: Tenant, pools: TenantPools, client: InfobipClient, outbound_id: int, *,
                   max_attempts: int = MAX_ATTEMPTS, retry_base: float = DEFAULT_BASE_SECONDS,
                   clock: Callable[[], datetime] = utcnow) -> SendOutcome:
-    """Post one outbox row (one HTTP attempt) and record what Infobip said. The caller, after this commit,
-    settles reports kept for the message (shared.reports), publishes `enqueue` and schedules the retry."""
+    """Post one outbox row (one HTTP attempt) and record what Infobip said. The caller, after this returns (all
+    committed), settles reports kept for the message (shared.reports), publishes `enqueue` and schedules the retry
+    (status `retry`), or tries again shortly (status `busy`: another task holds the row)."""
     with pools.connection(tenant) as conn:
-        row = repo.lock_outbound(conn, outbound_id)
+        with conn.transaction():
+            # never post a row from two tasks at once: a session lock held until the result is recorded
+            if not repo.try_lock_outbound(conn, outbound_id):
+                return SendOutcome("busy")
+        try:
+            return _send_locked(conn, client, outbound_id, max_attempts, retry_base, clock)
+        finally:
+            try:
+                repo.unlock_outbound(conn, outbound_id)
+                conn.commit()
+            except psycopg.Error:
+                conn.close()  # the lock ends with the session: never hand a connection holding it back to the pool
+
+
+def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: int, max_attempts: int,
+                 retry_base: float, clock: Callable[[], datetime]) -> SendOutcome:
+    with conn.transaction():  # 1. decide, and count the attempt durably before posting
+        row = repo.get_outbound(conn, outbound_id)
         if row is None:
             log.error("outbound message not found", extra={"outbound_id": outbound_id})
             return SendOutcome("skipped")
-        if row["status"] != "queued":  # already accepted by Infobip (or given up): never post twice
+        if row["status"] != "queued":  # its acceptance (or failure) is recorded: never post it again
             return SendOutcome("skipped", message_id=row["message_id"])
         if row["prev_id"] is not None:
-            before = repo.outbound_status(conn, row["prev_id"])
-            if before == "queued":
-                return SendOutcome("waiting")  # part n-1's task publishes this part once Infobip accepted it
-            if before in ("failed", "not_sent"):
-                repo.stop_queued_parts(conn, row["chain_id"], row["part"] - 1, "not_sent",
-                                       f"part {row['part'] - 1} of this reply was not sent")
-                return SendOutcome("skipped")
-        result = client.send(PATHS[row["kind"]], row["content"])
+            before = repo.predecessor(conn, row["prev_id"])
+            if before is not None and before["status"] == "queued":
+                return SendOutcome("waiting")  # the row before it publishes this one once accepted (or failed)
+            if before is not None and before["status"] in ("failed", "not_sent"):
+                if _head(before) == _head(row):  # an earlier part of this reply failed: stop the rest of it
+                    stopped = repo.stop_queued_parts(conn, _head(row), row["part"] - 1, "not_sent",
+                                                     f"part {row['part'] - 1} of this reply was not sent")
+                    return SendOutcome("skipped", enqueue=repo.waiting_on(conn, stopped))
+                # an earlier MESSAGE failed: this one is sent anyway (order kept, nothing held back)
+        if row["attempts"] >= max_attempts:  # every allowed post was made, the last answers were lost
+            return _give_up(conn, row, f"gave up after {row['attempts']} attempts: the answer to the last post was "
+                                       "lost (worker stopped or database unreachable); Infobip may have accepted it")
+        attempt = repo.begin_post(conn, outbound_id, row["prev_id"])
+        if attempt is None:  # moved on meanwhile by a report, or re-pointed to wait for a template fallback
+            if repo.outbound_status(conn, outbound_id) == "queued":
+                return SendOutcome("waiting")  # its new predecessor publishes it
+            return SendOutcome("skipped", message_id=row["message_id"])
+    # 2. post, with no transaction open (the advisory lock keeps other tasks off). If the process dies here, or step
+    # 3 cannot commit, the row stays `queued` with this attempt counted and is posted again later with the same
+    # messageId (at-least-once: whether Infobip drops the repeat is UNKNOWN).
+    result = client.send(PATHS[row["kind"]], row["content"])
+    with conn.transaction():  # 3. record Infobip's answer and release whoever waited for this row
         if result.ok:
             repo.record_send_accepted(conn, outbound_id, result.body)
-            follow = repo.next_part(conn, outbound_id)
+            follow = repo.next_part(conn, outbound_id)  # the next part, and later messages of this user
             log.info("sent to infobip", extra={"outbound_id": outbound_id, "infobip_message_id": row["message_id"],
-                                               "http_status": result.http_status, "part": row["part"]})
-            return SendOutcome("sent", enqueue=[follow] if follow else [], message_id=row["message_id"])
-        return _record_failure(conn, row, result.error, result.retry_after, max_attempts, retry_base, clock())
+                                               "http_status": result.http_status, "part": row["part"],
+                                               "attempt": attempt})
+            return SendOutcome("sent", enqueue=follow, message_id=row["message_id"])
+        return _record_failure(conn, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
+                               clock())
 
 
-def _record_failure(conn: psycopg.Connection, row: dict, error: InfobipError, retry_after: float | None,
-                    max_attempts: int, retry_base: float, now: datetime) -> SendOutcome:
-    attempt = row["attempts"] + 1  # counted on the row, so a re-published task cannot reset the bound
-    final = attempt >= max_attempts or not error.retryable
+def _record_failure(conn: psycopg.Connection, row: dict, attempt: int, error: InfobipError,
+                    retry_after: float | None, max_attempts: int, retry_base: float, now: datetime) -> SendOutcome:
+    final = attempt >= max_attempts or not error.retryable  # `attempt` was counted on the row before the post
     reason = describe_error(error)
     if final and error.retryable:
         reason = f"gave up after {attempt} attempts: {reason}"
     delay = None if final else retry_delay(attempt, retry_after, retry_base)
-    repo.record_send_error(conn, row["id"], error.as_dict(), final=final, reason=reason,
-                           next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
-    if final:
-        repo.stop_queued_parts(conn, row["chain_id"] or row["id"], row["part"], "not_sent",
-                               f"part {row['part']} of this reply failed: {reason}")
+    status = repo.record_send_error(conn, row["id"], error.as_dict(), final=final, reason=reason,
+                                    next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
     log.warning("infobip send failed", extra={"outbound_id": row["id"], "infobip_error": error.as_dict(),
                                               "attempt": attempt, "final": final, "retry_in": delay})
-    return SendOutcome("failed" if final else "retry", delay, error.as_dict(), message_id=row["message_id"])
+    if status != "queued" and status != "failed":  # a report says an earlier post was accepted after all
+        return SendOutcome("skipped", message_id=row["message_id"])
+    if final:
+        return SendOutcome("failed", error=error.as_dict(), message_id=row["message_id"],
+                           enqueue=_release_after_failure(conn, row, reason))
+    return SendOutcome("retry", delay, error.as_dict(), message_id=row["message_id"])
+
+
+def _give_up(conn: psycopg.Connection, row: dict, reason: str) -> SendOutcome:
+    if repo.record_send_error(conn, row["id"], None, final=True, reason=reason) != "failed":
+        return SendOutcome("skipped", message_id=row["message_id"])
+    log.warning("infobip send given up", extra={"outbound_id": row["id"], "attempt": row["attempts"]})
+    return SendOutcome("failed", message_id=row["message_id"], enqueue=_release_after_failure(conn, row, reason))
+
+
+def _release_after_failure(conn: psycopg.Connection, row: dict, reason: str) -> list[int]:
+    """A row failed for good: the rest of its reply is not sent, and the later messages waiting on it (or on those
+    parts) are published now rather than by the 10-minute sweep."""
+    stopped = repo.stop_queued_parts(conn, _head(row), row["part"], "not_sent",
+                                     f"part {row['part']} of this reply failed: {reason}")
+    return repo.waiting_on(conn, [row["id"], *stopped])
 
 
 def requeue_stalled(conn: psycopg.Connection, now: datetime, grace: timedelta = timedelta(minutes=10)) -> list[int]:

@@ -46,10 +46,12 @@ class RateLimiter:
 
     def check(self, tenant: Tenant, phone: str) -> Verdict:
         per_user, per_tenant = tenant_limits(tenant)
-        if not self._limiter.hit(per_tenant, "wabot-tenant", tenant.tenant_id):
-            return self._refused(tenant, phone, "tenant", per_tenant)
+        # The user's own window first: a flooding user's refused messages must not use up the tenant's window
+        # and silence everybody else.
         if not self._limiter.hit(per_user, "wabot-user", tenant.tenant_id, phone):
             return self._refused(tenant, phone, "user", per_user)
+        if not self._limiter.hit(per_tenant, "wabot-tenant", tenant.tenant_id):
+            return self._refused(tenant, phone, "tenant", per_tenant)
         return Verdict(True)
 
     def _refused(self, tenant: Tenant, phone: str, scope: str, limit) -> Verdict:

@@ -3,7 +3,9 @@
 Guarantees: exactly one outbox message per reminder, however many dispatchers run at once: each claims due rows
 with `FOR UPDATE SKIP LOCKED` and flips them out of `pending` in the same transaction that writes the outbox rows.
 The caller enqueues the sends after that commit. A reminder found late (after downtime) is still sent, marked late;
-outside the user's 24-hour window it goes out as the tenant's template (shared.outbox.queue_message).
+outside the user's 24-hour window it goes out as the tenant's template (shared.outbox.queue_message). Order: a
+reminder is queued like any message, after the user's earlier messages still waiting to be sent, and reminders
+claimed together follow each other in due order.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ Guarantees:
   own commit (the report side after storing, the send side after recording Infobip's answer), so whichever
   commits second finds the other's work and the report is applied exactly once (taking it deletes it);
 - a closed-window report triggers at most one template per reply (unique index on `fallback_of`), and never for a
-  template, so the fallback cannot loop.
+  template, so the fallback cannot loop;
+- order: later messages of the user that waited for the reply's dropped parts wait for its template instead.
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def fall_back_to_template(conn: psycopg.Connection, tenant: Tenant, row: dict) -
                                                 request_id=row.get("request_id"))
     if fallback_id is None:
         return []  # another part's report already made the fallback
-    repo.stop_queued_parts(conn, head_id, 0, "not_sent", "replaced by the template fallback")
+    stopped = repo.stop_queued_parts(conn, head_id, 0, "not_sent", "replaced by the template fallback")
+    repo.repoint_waiters(conn, stopped, fallback_id)  # later messages still come after this reply
     repo.set_outbound_reason(conn, row["id"], f"chat window closed: sent again as template {template.name}")
     log.info("chat window closed: falling back to the template",
              extra={"outbound_id": row["id"], "fallback_id": fallback_id, "template": template.name})

@@ -1,16 +1,19 @@
 """Process-wide settings, read once from the environment (and a `.env` file) into a typed object.
 
 Every ingress and worker process calls :func:`load_settings` at start-up. A missing or malformed value raises
-:class:`ConfigError` whose message names the variable, never its value.
+:class:`ConfigError` whose message names the variable, never its value. An empty value (`NAME=` in `.env`, as
+`.env.example` has) counts as unset: the default applies, or a required variable is reported missing.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlparse
 
 from shared.errors import ConfigError
+from shared.phone import normalize_number
 
 LLM_PROVIDERS = ("openai", "deepseek", "ollama", "mock")
 
@@ -72,6 +75,29 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], required: 
     return value
 
 
+def _log_level(env: Mapping[str, str], name: str) -> str:
+    value = (_env(env, name, "INFO") or "INFO").upper()
+    known = list(logging.getLevelNamesMapping())
+    if value not in known:
+        raise ConfigError(f"{name} must be one of {', '.join(known)}")
+    return value
+
+
+def _numbers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of phone numbers, each normalised (any spelling); a bad entry is named by position."""
+    raw = _env(env, name, "") or ""
+    numbers: list[str] = []
+    for position, entry in enumerate(raw.split(","), start=1):
+        if not entry.strip():
+            continue
+        try:
+            numbers.append(normalize_number(entry))
+        except ValueError:
+            raise ConfigError(f"{name}: entry #{position} is not a phone number "
+                              "(comma-separated, e.g. +44 7700 900123,+1 555 0100)") from None
+    return tuple(dict.fromkeys(numbers))
+
+
 def load_dotenv_file(path: str = ".env") -> None:
     """Load `.env` into os.environ without overriding variables that are already set (the environment wins)."""
     if os.path.exists(path):
@@ -94,7 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     if provider in ("openai", "deepseek") and not api_key:
         raise ConfigError(f"LLM_API_KEY is not set (required by LLM_PROVIDER={provider})")
     chat_default = {"deepseek": "deepseek-chat", "ollama": "llama3.1", "mock": "mock-chat"}.get(provider, "gpt-4o-mini")
-    numbers = tuple(n for n in (x.strip() for x in (_env(env, "INFOBIP_WABA_NUMBERS", "") or "").split(",")) if n)
+    numbers = _numbers(env, "INFOBIP_WABA_NUMBERS")
 
     return Settings(
         llm_provider=provider,
@@ -111,7 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         webhook_verify_token=_require(env, "WEBHOOK_VERIFY_TOKEN", "Infobip webhooks are authenticated with it"),
         app_port=_int(env, "APP_PORT", 8080, 1, 65535),
         tenants_file=_env(env, "TENANTS_FILE", "tenants.yaml") or "tenants.yaml",
-        log_level=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        log_level=_log_level(env, "LOG_LEVEL"),
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         db_pool_max=_int(env, "DB_POOL_MAX", 20, 1, 1000),
     )

@@ -146,17 +146,23 @@ def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = None, prefix: str = "") -> str | None:
     value = doc.get(key, default)
     if value is None:
         return None
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be a string")
+        raise ConfigError(f"{where}: {prefix}{key} must be a string")
     return str(value).strip() or default
 
 
 _TYPED_CONFIG = {"business_name", "timezone", "rag_enabled", "max_context_tokens", "daily_token_budget",
                  "max_tool_steps", "debounce_ms"}
+# The other `config:` keys, kept (validated) in TenantConfig.extra for their readers' `extra.get(key, default)`.
+CONFIG_BOOLS = {"mark_read", "typing_indicator", "tool_gating"}
+CONFIG_STRINGS = {"rate_limit_user", "rate_limit_tenant",              # "30/minute": parsed by shared.ratelimit
+                  "unreadable_message_reply", "budget_exhausted_reply", "rate_limit_notice", "failure_reply"}
+CONFIG_INTS = {"embedding_dim"}                                       # checked with the embedding model below
+CONFIG_KEYS = _TYPED_CONFIG | CONFIG_BOOLS | CONFIG_STRINGS | CONFIG_INTS
 
 
 def _int(cfg: Mapping[str, Any], key: str, where: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -168,11 +174,34 @@ def _int(cfg: Mapping[str, Any], key: str, where: str, default: int | None, lo: 
     return value
 
 
-def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool, prefix: str = "") -> bool:
     value = doc.get(key, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false")
+        raise ConfigError(f"{where}: {prefix}{key} must be true or false (unquoted)")
     return value
+
+
+def _extra_config(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The untyped `config:` keys, type-checked; an unknown (misspelt) key is an error naming it."""
+    unknown = sorted(str(k) for k in set(cfg) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown config key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+    extra: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key in _TYPED_CONFIG:
+            continue
+        if key in CONFIG_BOOLS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: config.{key} must be true or false (unquoted)")
+        elif key in CONFIG_STRINGS:
+            if value is None:
+                continue  # `key:` with no value: the default applies
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: config.{key} must be a non-empty string")
+            value = value.strip()
+        extra[key] = value
+    return extra
 
 
 def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str] | None = None) -> Tenant:
@@ -194,7 +223,10 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
     except ValueError:
         raise ConfigError(f"{where}: waba_number is not a phone number") from None
     if settings.infobip_waba_numbers:
-        allowed = {normalize_number(n) for n in settings.infobip_waba_numbers}
+        try:  # load_settings has normalised them already; a Settings built by hand may not have
+            allowed = {normalize_number(n) for n in settings.infobip_waba_numbers}
+        except ValueError:
+            raise ConfigError("INFOBIP_WABA_NUMBERS has an entry that is not a phone number") from None
         if number not in allowed:
             raise ConfigError(f"{where}: waba_number is not listed in INFOBIP_WABA_NUMBERS")
 
@@ -211,20 +243,21 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
     cfg = doc.get("config") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: config must be a mapping")
-    timezone = _str(cfg, "timezone", f"{where} config", "UTC") or "UTC"
+    extra = _extra_config(cfg, where)
+    timezone = _str(cfg, "timezone", where, "UTC", "config.") or "UTC"
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{where}: config.timezone {timezone!r} is not a known IANA time zone") from None
     config = TenantConfig(
-        business_name=_str(cfg, "business_name", f"{where} config", tid) or tid,
+        business_name=_str(cfg, "business_name", where, tid, "config.") or tid,
         timezone=timezone,
-        rag_enabled=_bool(cfg, "rag_enabled", f"{where} config", True),
+        rag_enabled=_bool(cfg, "rag_enabled", where, True, "config."),
         max_context_tokens=_int(cfg, "max_context_tokens", where, 3000, 200, 1_000_000),
         daily_token_budget=_int(cfg, "daily_token_budget", where, None, 1, 10**12),
         max_tool_steps=_int(cfg, "max_tool_steps", where, 6, 1, 20),
         debounce_ms=_int(cfg, "debounce_ms", where, 1500, 0, 60_000),
-        extra={k: v for k, v in cfg.items() if k not in _TYPED_CONFIG},
+        extra=extra,
     )
 
     embedding_model = _str(doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed

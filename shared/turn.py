@@ -3,8 +3,8 @@
 
 Guarantees, step by step:
 - `store_inbound`: each Infobip messageId is stored exactly once (unique index), whatever the redeliveries.
-- `run_user_turn`: one turn at a time per (tenant, user), across every process and host: the turn holds the
-  user's row lock (`FOR UPDATE SKIP LOCKED`; a second turn finds it locked and is retried later). A turn takes
+- `run_user_turn`: one turn at a time per (tenant, user), across every process and host: the turn holds a
+  per-user advisory lock for its transaction (a second turn finds it taken and is retried later). A turn takes
   *all* of the user's `received` messages, oldest first, once the newest is older than the debounce window,
   so a burst is answered once, in order. Tool writes, usage rows, the reply, its outbox rows and the
   `answered` marks commit together: a crash before the commit leaves the messages `received`, and the
@@ -25,6 +25,7 @@ from shared.db.pools import TenantPools
 from shared.db.usage import budget_spent
 from shared.engine import respond
 from shared.infobip.times import parse_infobip_time
+from shared.agents.base import LLMCall
 from shared.llm.base import LLMProvider
 from shared.media import transcribe_voice
 from shared.message_text import message_text
@@ -62,6 +63,18 @@ class Stored:
     outbound_ids: list[int] = field(default_factory=list)  # a rate-limit notice to send after commit
 
 
+def _rate_verdict(tenant: Tenant, deps: TurnDeps, phone: str):
+    """The rate limiter's verdict, or None (let the message through) when there is none or Redis fails: a
+    limiter outage must not lose messages."""
+    if deps.limiter is None:
+        return None
+    try:
+        return deps.limiter.check(tenant, phone)
+    except Exception as exc:
+        log.warning("rate limiter unavailable: message let through", extra={"error_type": exc.__class__.__name__})
+        return None
+
+
 def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str | None) -> Stored:
     """Commit the inbound message once per messageId; a flooding user's messages are stored as `rate_limited`."""
     message = result.get("message") or {}
@@ -71,7 +84,7 @@ def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str 
         existing = repo.get_message_by_infobip_id(conn, result["messageId"])
         if existing is not None:
             return Stored(existing["user_id"], existing["id"], phone, existing["status"], True)
-        verdict = deps.limiter.check(tenant, phone) if deps.limiter is not None else None
+        verdict = _rate_verdict(tenant, deps, phone)
         status = "received" if verdict is None or verdict.allowed else "rate_limited"
         user_id = repo.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
         row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
@@ -129,26 +142,60 @@ def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]
         log.warning("mark-as-read / typing failed", exc_info=True)
 
 
-def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: list[dict]) -> None:
+def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: list[dict], calls: list) -> None:
     """Voice notes become text where the tenant's provider transcribes audio (OpenAI); the text is stored so
     history and redeliveries see it. Elsewhere they stay unreadable and get the polite answer."""
     if not getattr(llm, "supports_transcription", False) or deps.infobip_for is None:
         return
     for m in rows:
         if m["body"] is None and m["message_type"] in ("VOICE", "AUDIO"):
+            started = time.monotonic()
             text = transcribe_voice(tenant, deps.infobip_for(tenant), llm, m["payload"] or {})
+            calls.append(LLMCall(llm.name, getattr(llm, "transcription_model", "whisper-1"), 0, 0,
+                                 int((time.monotonic() - started) * 1000), (), "transcription"))
             if text:
                 m["body"] = f"[voice note] {text}"
                 conn.execute("UPDATE messages SET body = %s WHERE id = %s", (m["body"], m["id"]))
 
 
+TURN_LOCK = 0x7475726E  # "turn": advisory lock class of the per-user turn lock
+
+
+def _record_usage(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None, calls: list) -> None:
+    """Usage is written in its own transaction after the turn's: tokens spent by a turn that then failed (and
+    will be retried) still count, for the record and for the daily budget."""
+    if not calls:
+        return
+    try:
+        with deps.pools.connection(tenant) as conn:
+            for call in calls:
+                repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
+                                  model=call.model, prompt_tokens=call.prompt_tokens,
+                                  completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
+                                  tools_used=list(call.tools_used))
+    except Exception:
+        log.exception("usage not recorded", extra={"calls": len(calls)})
+
+
 def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> TurnOutcome:
+    calls: list = []
+    try:
+        return _run_user_turn(tenant, deps, user_id, request_id, calls)
+    finally:
+        _record_usage(tenant, deps, user_id, request_id, calls)
+
+
+def _run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None,
+                   calls: list) -> TurnOutcome:
     started = time.monotonic()
     with deps.pools.connection(tenant) as conn:
-        user = conn.execute("SELECT id, phone FROM users WHERE id = %s FOR UPDATE SKIP LOCKED",
-                            (user_id,)).fetchone()
-        if user is None:
+        # One turn at a time per user, across processes and hosts: a transaction-scoped advisory lock (a row lock
+        # on `users` would also block every insert that references the user, e.g. reminder dispatch).
+        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
+                              (TURN_LOCK, user_id % 2**31)).fetchone()["ok"]
+        if not locked:
             return TurnOutcome(retry_in_ms=1000, reason="busy")  # this user's previous turn is still running
+        user = conn.execute("SELECT id, phone FROM users WHERE id = %s", (user_id,)).fetchone()
         pending = _pending(conn, user_id)
         if not pending:
             return TurnOutcome(reason="nothing pending")
@@ -166,7 +213,7 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
         llm = deps.llm_for(tenant, conn)
-        _transcribe(conn, tenant, deps, llm, rows)
+        _transcribe(conn, tenant, deps, llm, rows, calls)
         texts = [m["body"] for m in rows if m["body"]]
         summary: dict[str, Any] = {"tools_used": [], "token_usage": {"total": 0}, "messages": len(rows)}
         if not texts:
@@ -179,12 +226,7 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
             answer = respond(tenant=tenant, conn=conn, llm=llm,
                              registry=deps.registry_for(tenant), memory=deps.memory_for(tenant), user_id=user_id,
                              phone=phone, text="\n".join(texts), history=history, now=now, clock=deps.clock,
-                             request_id=request_id)
-            for call in answer.calls:
-                repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
-                                  model=call.model, prompt_tokens=call.prompt_tokens,
-                                  completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
-                                  tools_used=list(call.tools_used))
+                             request_id=request_id, calls=calls)
             reply = answer.text
             prompt = sum(c.prompt_tokens for c in answer.calls)
             completion = sum(c.completion_tokens for c in answer.calls)
@@ -216,8 +258,9 @@ def give_up(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None
     is not left without an answer and the recovery sweep does not retry a turn that cannot succeed. Returns the
     outbox ids to publish after the commit."""
     with deps.pools.connection(tenant) as conn:
-        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s FOR UPDATE",
-                            (user_id,)).fetchone()
+        # wait for a turn of this user that may still be running, then take over its messages
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (TURN_LOCK, user_id % 2**31))
+        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
         failed = conn.execute("UPDATE messages SET status = 'failed', updated_at = now() WHERE user_id = %s "
                               "AND role = 'user' AND status = 'received' RETURNING id", (user_id,)).fetchall()
         if user is None or not failed:
@@ -233,9 +276,18 @@ def give_up(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None
 
 def stalled_users(conn, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:
     """Users with `received` messages that no turn has picked up for a while (a lost task): to re-run.
-    Messages older than `newer_than_seconds` are left alone: a turn that keeps failing is not retried forever."""
+    Messages older than `newer_than_seconds` are for `abandoned_users` instead: not retried forever."""
     rows = conn.execute(
         "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
         "AND created_at < now() - make_interval(secs => %s) AND created_at > now() - make_interval(secs => %s)",
         (older_than_seconds, newer_than_seconds)).fetchall()
+    return [r["user_id"] for r in rows]
+
+
+def abandoned_users(conn, older_than_seconds: int = 6 * 3600) -> list[int]:
+    """Users whose messages stayed `received` for hours (turns kept failing, workers were down): `give_up` them,
+    so they get an apology instead of silence and the sweep stops looking at them."""
+    rows = conn.execute(
+        "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
+        "AND created_at <= now() - make_interval(secs => %s)", (older_than_seconds,)).fetchall()
     return [r["user_id"] for r in rows]

@@ -6,8 +6,13 @@ enqueue_sends, and posted by the session's Celery worker process to the Infobip 
 """
 from __future__ import annotations
 
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from helpers import AUTH, new_user, wait_for
@@ -16,10 +21,10 @@ from shared.db.pools import TenantPools
 from shared.errors import ConfigError
 from shared.infobip.client import InfobipClient, text_body
 from shared.infobip.errors import is_session_error
-from shared.infobip.retry import parse_retry_after, retry_delay
+from shared.infobip.retry import MAX_ATTEMPTS, parse_retry_after, retry_base_seconds, retry_delay
 from shared.infobip.split import split_text
 from shared.infobip.templates import parse_templates
-from shared.outbox import enqueue_sends, new_message_id, queue_reply
+from shared.outbox import client_for, enqueue_sends, new_message_id, queue_reply, send_outbound
 from shared.reports import receive_report
 from shared.taskqueue import TASK_DISPATCH_REMINDERS, TASK_RECOVER, enqueue, make_celery
 
@@ -57,6 +62,12 @@ def reply(db, tenants, tenant_id: str, text: str, *, hours_since_inbound: float 
                           source_message=None, request_id="req_delivery_test", now=now(),
                           last_inbound_at=now() - timedelta(hours=hours_since_inbound))
     return phone, ids
+
+
+def queue_for(conn, tenants, tenant_id: str, uid: int, phone: str, text: str) -> list[int]:
+    """Another message to a user who wrote 5 minutes ago, in the caller's transaction."""
+    return queue_reply(conn, tenants.require(tenant_id), user_id=uid, phone=phone, text=text, source_message=None,
+                       request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
 
 
 def sends_to(sandbox, phone: str, path: str | None = None) -> list[dict]:
@@ -146,6 +157,17 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date():
     assert 0 < retry_delay(6, None, base=2.0) <= 64.0     # otherwise bounded exponential backoff
 
 
+def test_send_retries_outlast_a_15_minute_infobip_outage_and_stay_bounded():
+    """With the default base, a reply survives Infobip being down for 15 minutes, and is given up within the hour."""
+    waits = [retry_delay(attempt, None, base=2.0) for attempt in range(1, MAX_ATTEMPTS)]
+    assert 15 * 60 <= sum(waits) <= 60 * 60 and max(waits) <= 300
+    # a short Retry-After on every 429 does not use the attempts up sooner
+    assert sum(retry_delay(attempt, 1.0, base=2.0) for attempt in range(1, MAX_ATTEMPTS)) >= 15 * 60
+    assert retry_base_seconds({"INFOBIP_RETRY_BASE_SECONDS": "0.05"}) == 0.05  # the tests' short schedule
+    with pytest.raises(ConfigError):
+        retry_base_seconds({"INFOBIP_RETRY_BASE_SECONDS": "soon"})
+
+
 # ---------------------------------------------------------------- splitting
 
 def long_text() -> str:
@@ -179,6 +201,134 @@ def test_a_failed_part_stops_the_rest_and_says_why(worker, sandbox, db, tenants,
     rows = settled(db, "alpha", phone, len(split_text(long_text())), ("failed", "not_sent"))
     assert [r["status"] for r in rows] == ["failed"] + ["not_sent"] * (len(rows) - 1)
     assert "part 1 of this reply failed" in rows[1]["reason"] and "403" in rows[2]["reason"]
+    assert len(sends_to(sandbox, phone)) == 1
+
+
+# ---------------------------------------------------------------- order across messages
+
+def test_a_retried_reply_is_not_overtaken_by_the_next_reply(worker, sandbox, db, tenants, celery):
+    """Two turns answered the same user; Infobip throttles the first answer: the user still reads them in order."""
+    phone = new_user()
+    with db("alpha") as conn:
+        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        with conn.transaction():
+            first = queue_for(conn, tenants, "alpha", uid, phone, "First answer.")
+        with conn.transaction():
+            second = queue_for(conn, tenants, "alpha", uid, phone, "Second answer.")
+    sandbox.script({"status": 429, "headers": {"Retry-After": "1"}, "to": phone})
+    enqueue_sends(celery, "alpha", first + second, None)
+    settled(db, "alpha", phone, 2)
+    texts = [p["json"]["content"]["text"] for p in sends_to(sandbox, phone)]
+    assert texts == ["First answer.", "First answer.", "Second answer."]  # the 429, its retry, then the next one
+
+
+def test_messages_queued_at_the_same_moment_all_follow_the_message_before_them(worker, sandbox, db, tenants, celery):
+    """A reply and a reminder written in two concurrent transactions both wait for (and follow) the earlier reply."""
+    phone = new_user()
+    with db("alpha") as conn:
+        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        with conn.transaction():
+            first = queue_for(conn, tenants, "alpha", uid, phone, "One.")
+    with db("alpha") as a, db("alpha") as b:
+        with a.transaction():
+            second = queue_for(a, tenants, "alpha", uid, phone, "Two.")
+            with b.transaction():  # does not see "Two." yet: both pick "One." as the row to wait for
+                third = queue_for(b, tenants, "alpha", uid, phone, "Three.")
+    assert {r["prev_id"] for r in rows_of(db, "alpha", phone)[1:]} == set(first)
+    sandbox.script({"status": 429, "headers": {"Retry-After": "1"}, "to": phone})
+    enqueue_sends(celery, "alpha", first + second + third, None)
+    settled(db, "alpha", phone, 3)
+    texts = [p["json"]["content"]["text"] for p in sends_to(sandbox, phone)]
+    assert texts[:2] == ["One.", "One."] and sorted(texts[2:]) == ["Three.", "Two."]
+
+
+def test_a_failed_reply_does_not_hold_back_the_next_one(worker, sandbox, db, tenants, celery):
+    """The first reply's part 1 is refused: the rest of that reply is dropped, the next reply is still sent (at
+    once: nothing in the tests runs the 10-minute sweep)."""
+    phone = new_user()
+    with db("alpha") as conn:
+        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        with conn.transaction():
+            first = queue_for(conn, tenants, "alpha", uid, phone, long_text())
+        with conn.transaction():
+            second = queue_for(conn, tenants, "alpha", uid, phone, "Sorry, one more thing.")
+    sandbox.script({"status": 403, "to": phone})
+    enqueue_sends(celery, "alpha", first + second, None)
+    parts = len(split_text(long_text()))
+    rows = settled(db, "alpha", phone, parts + 1, ("failed", "not_sent", "sent"))
+    assert [r["status"] for r in rows] == ["failed"] + ["not_sent"] * (parts - 1) + ["sent"]
+    texts = [p["json"]["content"]["text"] for p in sends_to(sandbox, phone)]
+    assert len(texts) == 2 and texts[1] == "Sorry, one more thing."
+
+
+# ---------------------------------------------------------------- answers that were lost
+
+class LostAnswers:
+    """Make recording Infobip's acceptance for one user fail like a dropped database connection (SQLSTATE 08006),
+    `times` times (None: always): the post reached Infobip, its answer never reaches the outbox."""
+
+    def __init__(self, db, tenant_id: str, phone: str, times: int | None):
+        self.db, self.tenant_id, self.name = db, tenant_id, f"lose_{uuid.uuid4().hex[:8]}"
+        limit = f"AND nextval('{self.name}') <= {int(times)}" if times is not None else ""
+        with db(tenant_id) as conn:
+            conn.execute(f"CREATE SEQUENCE {self.name}")
+            conn.execute(f"""
+                CREATE FUNCTION {self.name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF OLD.status = 'queued' AND NEW.status = 'sent' AND NEW.to_number = '{int(phone)}' {limit} THEN
+                        RAISE EXCEPTION 'connection lost while recording the answer' USING ERRCODE = '08006';
+                    END IF;
+                    RETURN NEW;
+                END $$""")
+            conn.execute(f"CREATE TRIGGER {self.name} BEFORE UPDATE ON outbound_messages "
+                         f"FOR EACH ROW EXECUTE FUNCTION {self.name}()")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self.db(self.tenant_id) as conn:
+            conn.execute(f"DROP TRIGGER {self.name} ON outbound_messages")
+            conn.execute(f"DROP FUNCTION {self.name}()")
+            conn.execute(f"DROP SEQUENCE {self.name}")
+
+
+def test_a_post_whose_answer_was_lost_is_counted_and_posted_again_with_the_same_message_id(
+        worker, sandbox, db, tenants, celery):
+    phone, ids = reply(db, tenants, "alpha", "Your parcel has shipped.")
+    with LostAnswers(db, "alpha", phone, times=1):
+        enqueue_sends(celery, "alpha", ids, None)
+        [row] = settled(db, "alpha", phone, 1)
+    posts = sends_to(sandbox, phone)
+    # at-least-once: Infobip got the message twice, with one messageId (whether it drops the repeat is unknown)
+    assert [p["json"]["messageId"] for p in posts] == [row["message_id"]] * 2
+    assert row["attempts"] == 2 and row["posting_at"] is not None
+
+
+def test_answers_lost_again_and_again_end_in_a_bounded_number_of_posts(sandbox, db, tenants, pools):
+    phone, ids = reply(db, tenants, "alpha", "Are you there?")
+    alpha = tenants.require("alpha")
+    with LostAnswers(db, "alpha", phone, times=None):
+        for _ in range(3):
+            with pytest.raises(psycopg.OperationalError):
+                send_outbound(alpha, pools, client_for(alpha), ids[0], max_attempts=3)
+        outcome = send_outbound(alpha, pools, client_for(alpha), ids[0], max_attempts=3)
+    [row] = rows_of(db, "alpha", phone)
+    assert outcome.status == "failed" and len(sends_to(sandbox, phone)) == 3
+    assert row["status"] == "failed" and row["attempts"] == 3
+    assert "gave up after 3 attempts" in row["reason"] and "lost" in row["reason"]
+
+
+def test_a_row_another_task_is_posting_is_not_posted_again(sandbox, db, tenants, pools):
+    phone, ids = reply(db, tenants, "alpha", "Just once.")
+    alpha = tenants.require("alpha")
+    with db("alpha") as other_task:
+        assert repo.try_lock_outbound(other_task, ids[0])
+        assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "busy"
+        assert sends_to(sandbox, phone) == []
+        repo.unlock_outbound(other_task, ids[0])
+    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "sent"
+    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "skipped"
     assert len(sends_to(sandbox, phone)) == 1
 
 
@@ -233,6 +383,30 @@ def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox,
                             NO_SESSION)["results"][0]
     assert receive_report(beta, pools, "delivery", again).enqueue == []
     assert [r["status"] for r in rows_of(db, "beta", phone)] == ["undeliverable", "undeliverable"]
+
+
+def test_a_message_waiting_for_a_reply_that_falls_back_to_the_template_comes_after_the_template(
+        sandbox, db, tenants, pools):
+    """Part 1 of a long reply is accepted, then reported undeliverable (window closed) before the other parts went
+    out: the reply goes out again as the template, and the user's next message still comes after it."""
+    phone = new_user()
+    beta = tenants.require("beta")
+    with db("beta") as conn:
+        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        with conn.transaction():
+            first = queue_for(conn, tenants, "beta", uid, phone, long_text())
+        with conn.transaction():
+            [second] = queue_for(conn, tenants, "beta", uid, phone, "And one more thing.")
+    client = client_for(beta)
+    assert send_outbound(beta, pools, client, first[0]).status == "sent"
+    [part1] = [r for r in rows_of(db, "beta", phone) if r["id"] == first[0]]
+    report = delivery_report(part1["message_id"], phone, "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED", NO_SESSION)
+    [fallback] = receive_report(beta, pools, "delivery", report["results"][0]).enqueue
+    assert send_outbound(beta, pools, client, second).status == "waiting"
+    assert send_outbound(beta, pools, client, fallback).enqueue == [second]
+    assert send_outbound(beta, pools, client, second).status == "sent"
+    assert [p["path"] for p in sends_to(sandbox, phone)] == [TEXT, TEMPLATE, TEXT]
+    assert sends_to(sandbox, phone)[-1]["json"]["content"]["text"] == "And one more thing."
 
 
 def test_session_errors_are_recognised_by_code_or_words():
@@ -328,6 +502,26 @@ def test_a_send_whose_task_was_lost_is_published_again_by_the_sweep(worker, sand
 
 
 # ---------------------------------------------------------------- courtesy calls
+
+def test_twenty_sending_threads_share_one_client_without_throwing_connections_away(sandbox, caplog):
+    """The outbound worker's 20 threads share a tenant's client: every connection is kept for reuse."""
+    from helpers import INFOBIP_KEY
+
+    phone, threads = new_user(), 20
+    client = InfobipClient(sandbox.url, INFOBIP_KEY)
+    start = threading.Barrier(threads)
+
+    def post(i: int) -> bool:
+        start.wait()
+        return all(client.send(TEXT, text_body(sender="447000000001", to=phone, text=f"{i}.{j}",
+                                               message_id=f"pool-{phone}-{i}-{j}")).ok for j in range(5))
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        with ThreadPoolExecutor(threads) as pool:
+            assert all(pool.map(post, range(threads)))
+    assert len(sends_to(sandbox, phone)) == threads * 5
+    assert not [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()]
+
 
 def test_mark_read_and_typing_reach_infobip_and_never_raise(sandbox):
     from helpers import INFOBIP_KEY

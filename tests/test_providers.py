@@ -293,8 +293,56 @@ def test_active_row_fallback_and_unset_variable(pg_url, fake, monkeypatch, secre
         add_row(conn, name="broken", provider="openai", api_key_envs=["GAMMA_KEY_MISSING"])
         set_active(conn, "broken")
         with pytest.raises(ConfigError) as err:
-            ProviderCache().get(tenant, conn)
+            resolve_llm(tenant, conn)
         assert "'broken'" in str(err.value) and "GAMMA_KEY_MISSING" in str(err.value)
+
+
+def broken_row_errors(records) -> list[logging.LogRecord]:
+    return [r for r in records if r.name == "shared.llm.config" and r.levelno == logging.ERROR]
+
+
+def test_an_unusable_active_row_keeps_turns_answering(pg_url, fake, monkeypatch, secret_logs):
+    """A row naming a variable the workers do not have: the turn still gets a provider, the error is logged (with
+    the row and the variable, without a key) once per TTL, and the fixed row is picked up at the next check."""
+    from shared.cli_providers import add_row, set_active
+
+    monkeypatch.setenv("GAMMA_KEY_A", K1)
+    monkeypatch.delenv("GAMMA_KEY_MISSING", raising=False)
+    tenant = gamma(pg_url, fake, {"model_chat": "yaml-model", "max_retries": 0})
+    with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
+        add_row(conn, name="good", provider="openai", model="good-model", base_url=fake.url,
+                api_key_envs=["GAMMA_KEY_A"])
+        add_row(conn, name="broken", provider="openai", model="broken-model", base_url=fake.url,
+                api_key_envs=["GAMMA_KEY_MISSING"])
+
+        # A worker that already had a provider keeps it.
+        clock = Clock()
+        cache = ProviderCache(ttl_seconds=30, clock=clock)
+        set_active(conn, "good")
+        good = cache.get(tenant, conn)
+        set_active(conn, "broken")
+        clock.now += 31
+        assert cache.get(tenant, conn) is good
+        assert good.chat(HELLO).model == "good-model"
+        [logged] = broken_row_errors(secret_logs.records)
+        assert logged.tenant_id == "gamma" and "'broken'" in logged.error and "GAMMA_KEY_MISSING" in logged.error
+
+        clock.now += 10   # within the TTL: neither re-read nor logged again
+        assert cache.get(tenant, conn) is good
+        assert len(broken_row_errors(secret_logs.records)) == 1
+        clock.now += 31   # the next check: still broken, logged once more
+        assert cache.get(tenant, conn) is good
+        assert len(broken_row_errors(secret_logs.records)) == 2
+
+        # A worker that starts while the row is broken uses tenants.yaml.
+        fresh = ProviderCache(ttl_seconds=30, clock=clock)
+        assert fresh.get(tenant, conn).chat(HELLO).model == "yaml-model"
+
+        # The row is fixed (the variable is now set): the next check after the TTL uses it.
+        monkeypatch.setenv("GAMMA_KEY_MISSING", K2)
+        clock.now += 31
+        assert fresh.get(tenant, conn).chat(HELLO).model == "broken-model"
+        assert chat_keys(fake)[-1] == K2
 
 
 # ---- tenants.yaml validation of the llm block

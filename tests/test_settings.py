@@ -56,3 +56,38 @@ def test_environment_wins_over_dotenv(tmp_path, monkeypatch):
     s = load_settings()
     assert s.app_port == 9100
     assert s.webhook_verify_token == "from-file"
+
+
+def test_log_level_is_validated():
+    with pytest.raises(ConfigError, match="LOG_LEVEL must be one of .*DEBUG") as err:
+        load_settings({**BASE, "LOG_LEVEL": "verbose"}, dotenv=False)
+    assert "verbose" not in str(err.value)
+    assert load_settings({**BASE, "LOG_LEVEL": "debug"}, dotenv=False).log_level == "DEBUG"
+    assert load_settings({**BASE, "LOG_LEVEL": ""}, dotenv=False).log_level == "INFO"
+
+
+def test_waba_numbers_are_normalised_and_a_bad_entry_is_named():
+    s = load_settings({**BASE, "INFOBIP_WABA_NUMBERS": " +1 555 000, 0044 7700-900123,,+1555000 "}, dotenv=False)
+    assert s.infobip_waba_numbers == ("1555000", "447700900123")
+    with pytest.raises(ConfigError, match=r"INFOBIP_WABA_NUMBERS: entry #2 is not a phone number"):
+        load_settings({**BASE, "INFOBIP_WABA_NUMBERS": "+1 555 000, call me"}, dotenv=False)
+
+
+def test_env_example_empty_values_count_as_unset():
+    """A .env copied from .env.example: its empty assignments are defaults, and it pins no provider's model."""
+    from dotenv import dotenv_values
+
+    from shared.devstack import ROOT
+
+    example = {k: v for k, v in dotenv_values(ROOT / ".env.example").items() if v is not None}
+    assert example["INFOBIP_API_KEY"] == "" and example["INFOBIP_WABA_NUMBERS"] == ""
+    assert "LLM_MODEL_CHAT" not in example
+    with pytest.raises(ConfigError, match="REDIS_URL is not set"):   # empty means unset, also for required ones
+        load_settings(example, dotenv=False)
+    s = load_settings({**example, "REDIS_URL": "redis://h:1/0"}, dotenv=False)
+    assert s.infobip_api_key == "" and s.infobip_base_url is None and s.database_url_default is None
+    assert s.infobip_waba_numbers == () and s.llm_base_url is None and s.llm_model_chat == "mock-chat"
+    for provider, model in [("openai", "gpt-4o-mini"), ("deepseek", "deepseek-chat"), ("ollama", "llama3.1")]:
+        s = load_settings({**example, "REDIS_URL": "redis://h:1/0", "LLM_PROVIDER": provider, "LLM_API_KEY": "k"},
+                          dotenv=False)
+        assert s.llm_model_chat == model, provider

@@ -98,3 +98,13 @@ def test_a_due_reminder_is_sent_once_and_marked_late(worker, sandbox, db, settin
                             (rid,)).fetchone()["n"] == 1
     assert row["status"] == "sent" and row["late"] is True
     assert len(sent) == 1 and "take the pills" in sent[0]["json"]["content"]["text"]
+
+
+def test_reports_are_retried_for_as_long_as_the_tenant_database_is_away(stack_env, monkeypatch):
+    """A database outage of any length delays reports (by at most 5 minutes after it ends); it never drops them."""
+    for key in ("REDIS_URL", "WEBHOOK_VERIFY_TOKEN", "TENANTS_FILE", "LLM_PROVIDER"):
+        monkeypatch.setenv(key, stack_env[key])
+    from workers.events import apply_report, retry_delay
+
+    assert apply_report.max_retries is None
+    assert all(0 <= retry_delay(retries) <= 300 for retries in (0, 1, 5, 10, 100, 5000))

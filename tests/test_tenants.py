@@ -132,3 +132,60 @@ def test_example_file_is_valid():
 def test_a_misspelt_field_is_not_silently_ignored():
     with pytest.raises(ConfigError, match="tenant shop: unknown field\\(s\\) enabeld_agents"):
         parse(tenant(enabeld_agents=["db_agent"]))
+
+
+def test_a_misspelt_config_key_is_an_error_naming_tenant_and_key():
+    with pytest.raises(ConfigError, match=r"tenant shop: unknown config key\(s\) tool_gatting"):
+        parse(tenant(config={"timezone": "UTC", "tool_gatting": False}))
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("tool_gating", "false", "config.tool_gating must be true or false"),   # a quoted "false" would be truthy
+    ("mark_read", "no", "config.mark_read must be true or false"),
+    ("typing_indicator", 0, "config.typing_indicator must be true or false"),
+    ("rag_enabled", "true", "config.rag_enabled must be true or false"),
+    ("failure_reply", 42, "config.failure_reply must be a non-empty string"),
+    ("rate_limit_notice", "   ", "config.rate_limit_notice must be a non-empty string"),
+    ("rate_limit_user", 30, "config.rate_limit_user must be a non-empty string"),
+    ("business_name", ["a"], "config.business_name must be a string"),
+    ("debounce_ms", "1500", "config.debounce_ms must be a whole number"),
+])
+def test_config_values_are_type_checked(key, value, message):
+    with pytest.raises(ConfigError, match=f"tenant shop: {message}"):
+        parse(tenant(config={"timezone": "UTC", key: value}))
+
+
+def test_every_config_key_the_code_reads_is_known_and_parses():
+    import re
+    from pathlib import Path
+
+    from shared.devstack import ROOT
+    from shared.tenants import CONFIG_KEYS
+
+    read = set()
+    for path in Path(ROOT, "shared").rglob("*.py"):
+        read |= set(re.findall(r"extra\.get\(\s*[\"'](\w+)[\"']", path.read_text()))
+    assert read and read <= CONFIG_KEYS, f"config keys read but not accepted: {sorted(read - CONFIG_KEYS)}"
+
+    cfg = {"business_name": "Shop", "timezone": "UTC", "rag_enabled": False, "max_context_tokens": 2000,
+           "daily_token_budget": 1000, "max_tool_steps": 3, "debounce_ms": 0, "embedding_dim": 1536,
+           "rate_limit_user": "5/minute", "rate_limit_tenant": "100/minute", "mark_read": False,
+           "typing_indicator": False, "tool_gating": False, "unreadable_message_reply": " Sorry! ",
+           "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops"}
+    assert set(cfg) == CONFIG_KEYS
+    t = parse(tenant(config=cfg)).require("shop")
+    assert t.config.extra.get("tool_gating", True) is False and t.config.extra.get("mark_read", True) is False
+    assert t.config.extra.get("unreadable_message_reply") == "Sorry!"
+    assert t.config.rag_enabled is False and t.config.max_tool_steps == 3
+    # `key:` with no value leaves the default in force
+    t = parse(tenant(config={"timezone": "UTC", "failure_reply": None})).require("shop")
+    assert t.config.extra.get("failure_reply") is None
+
+
+def test_a_bad_allowlist_entry_in_hand_built_settings_is_named():
+    import dataclasses
+
+    s = dataclasses.replace(SETTINGS, infobip_waba_numbers=("+1234567890", "call me"))
+    with pytest.raises(ConfigError, match="INFOBIP_WABA_NUMBERS") as err:
+        parse(tenant(), settings=s)
+    assert "call me" not in str(err.value)

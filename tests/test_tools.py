@@ -346,3 +346,139 @@ def test_duplicate_and_builtin_names_are_config_errors(tenants):
     clash = with_http_tools(tenants.require("alpha"), weather_tool("https://a.example", name="set_reminder"))
     with pytest.raises(ConfigError, match="tenant alpha http tool set_reminder: name is already used"):
         build_registry(clash)
+
+
+# ---------------------------------------------------------------- URL placeholders, the caller binding, redaction
+
+def customer_tool(api_url: str, **over) -> dict:
+    return weather_tool(api_url, name="orders", url=f"{api_url}/v1/customers/{{cid}}/orders",
+                        parameters={"type": "object", "properties": {"cid": {"type": "string"}},
+                                    "required": ["cid"]}, **over)
+
+
+@pytest.mark.parametrize("cid", ["..", "."])
+def test_dot_segments_cannot_climb_out_of_the_declared_path(tenants, ctx, api, cid):
+    registry = http_registry(tenants, customer_tool(api.url))
+    before = len(api.requests_seen())
+    failed, out = call(registry, ctx, "orders", {"cid": cid})
+    assert failed and "'.' or '..'" in out["error"] and "cid" in out["error"]
+    assert len(api.requests_seen()) == before, "nothing was sent"
+
+    failed, _ = call(registry, ctx, "orders", {"cid": "..42"})    # only a whole '.' / '..' segment is refused
+    assert failed   # the fake API has no such customer: HTTP 404, but the request stayed under /customers/
+    assert api.requests_seen()[-1]["path"] == "/v1/customers/..42/orders"
+
+
+def test_placeholders_that_together_make_a_dot_segment_are_refused(tenants, ctx, api):
+    doc = weather_tool(api.url, name="pair", url=f"{api.url}/v1/customers/{{a}}{{b}}/orders",
+                       parameters={"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                                   "required": ["a", "b"]})
+    registry = http_registry(tenants, doc)
+    before = len(api.requests_seen())
+    failed, out = call(registry, ctx, "pair", {"a": ".", "b": "."})
+    assert failed and "'.' or '..'" in out["error"]
+    assert len(api.requests_seen()) == before
+
+
+def test_user_phone_is_filled_by_the_server_and_never_by_the_model(tenants, ctx, api):
+    doc = weather_tool(api.url, name="my_weather", url=f"{api.url}/v1/current?city={{user_phone}}",
+                       parameters={"type": "object", "properties": {}})
+    registry = http_registry(tenants, doc)
+    schema = registry.get("my_weather").openai_schema()["function"]["parameters"]
+    assert "user_phone" not in json.dumps(schema)
+
+    mine = dataclasses.replace(ctx, user_phone="447700900123")
+    failed, out = call(registry, mine, "my_weather", {})
+    assert not failed and out["city"] == "447700900123"
+    assert api.requests_seen("/v1/current")[-1]["query"] == {"city": ["447700900123"]}
+
+    before = len(api.requests_seen())
+    failed, out = call(registry, mine, "my_weather", {"user_phone": "15550009999"})   # the model tries another user
+    assert failed and "filled in by the server" in out["error"]
+    failed, out = call(registry, ctx, "my_weather", {})                               # no caller known
+    assert failed and "phone number is not known" in out["error"]
+    assert len(api.requests_seen()) == before
+
+
+def test_user_phone_is_reserved_in_the_config(tenants):
+    declared = weather_tool("https://api.example", url="https://api.example/v1/{user_phone}",
+                            parameters={"type": "object", "properties": {"user_phone": {"type": "string"}},
+                                        "required": ["user_phone"]})
+    with pytest.raises(ConfigError, match="tenant alpha http tool get_weather: parameters.properties may not "
+                                          "declare user_phone"):
+        parse_http_tools(with_http_tools(tenants.require("alpha"), declared))
+    # Not in parameters, yet a valid placeholder; other placeholders still must be declared.
+    ok = weather_tool("https://api.example", url="https://api.example/v1/customers/{user_phone}/orders?c={city}")
+    assert [t.name for t in parse_http_tools(with_http_tools(tenants.require("alpha"), ok))] == ["get_weather"]
+    dots = weather_tool("https://api.example", url="https://api.example/v1/../admin?city={city}")
+    with pytest.raises(ConfigError, match="tenant alpha http tool get_weather: url may not have '.' or '..'"):
+        parse_http_tools(with_http_tools(tenants.require("alpha"), dots))
+
+
+def test_each_long_part_of_a_header_value_is_redacted(tenants, ctx, api):
+    token = "tok-9f8e7d6c5b4a"
+    doc = weather_tool(api.url, name="book", method="POST", url=f"{api.url}/v1/bookings",
+                       headers={"Authorization": f"Bearer {token}"},
+                       parameters={"type": "object", "properties": {"note": {"type": "string"}}})
+    registry = http_registry(tenants, doc)
+    # An API that quotes the token alone (here: it echoes what it got) must not hand it to the model.
+    result = registry.call(ctx, "book", json.dumps({"note": f"key {token} is not valid (Bearer)"}))
+    assert not result.is_error and token not in result.content
+    assert json.loads(result.content) == {"received": {"note": "key [redacted] is not valid (Bearer)"}}
+    assert api.requests_seen("/v1/bookings")[-1]["headers"]["Authorization"] == f"Bearer {token}"
+
+
+# ---------------------------------------------------------------- the size of what reaches the model
+
+class _Big(Tool):
+    name, description = "big", "answers with a long list"
+
+    def __init__(self, item: str, count: int):
+        self.item, self.count = item, count
+
+    def invoke(self, ctx, args):
+        return {"items": [self.item] * self.count}
+
+
+@pytest.mark.parametrize("item", ["plain text item", 'quoted "item" \\ with\nescapes \u00e9'])
+def test_a_long_tool_result_is_cut_to_valid_json_that_says_so(ctx, item):
+    from shared.tools.registry import MAX_RESULT_CHARS
+
+    registry = ToolRegistry([_Big(item, 1000)])
+    full = json.dumps({"items": [item] * 1000}, ensure_ascii=False)
+    result = registry.call(ctx, "big", "{}")
+    assert not result.is_error and len(full) > MAX_RESULT_CHARS
+    assert len(result.content) <= MAX_RESULT_CHARS
+    out = json.loads(result.content)
+    assert out["truncated"] is True and out["original_chars"] == len(full)
+    assert out["partial"] and full.startswith(out["partial"])
+    assert result.data == {"items": [item] * 1000}          # the server keeps the whole result
+
+    small = ToolRegistry([_Big(item, 3)]).call(ctx, "big", "{}")
+    assert json.loads(small.content) == {"items": [item] * 3}   # short results are untouched
+
+
+def test_a_long_http_answer_is_cut_before_it_reaches_the_model(tenants, ctx, api):
+    from shared.tools.registry import MAX_RESULT_CHARS
+
+    registry = http_registry(tenants, weather_tool(
+        api.url, name="book", method="POST", url=f"{api.url}/v1/bookings",
+        parameters={"type": "object", "properties": {"lines": {"type": "array", "items": {"type": "string"}}}}))
+    result = registry.call(ctx, "book", json.dumps({"lines": ["a line of a long answer"] * 2000}))
+    assert not result.is_error and len(result.content) <= MAX_RESULT_CHARS
+    assert json.loads(result.content)["truncated"] is True
+
+
+def test_a_long_error_is_cut_and_stays_an_error(ctx):
+    from shared.tools.registry import MAX_RESULT_CHARS
+
+    class Loud(Tool):
+        name, description = "loud", "fails at length"
+
+        def invoke(self, ctx, args):
+            raise ToolError("no: " + "very long reason " * 500)
+
+    result = ToolRegistry([Loud()]).call(ctx, "loud", "{}")
+    out = json.loads(result.content)
+    assert result.is_error and len(result.content) <= MAX_RESULT_CHARS
+    assert out["isError"] is True and out["truncated"] is True and '"error": "no: very long' in out["partial"]

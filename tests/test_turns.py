@@ -175,13 +175,70 @@ def test_a_turn_that_cannot_succeed_ends_with_an_apology_not_silence(client, wor
     from shared.turn import DEFAULT_APOLOGY
 
     user = new_user()
-    fake_openai.script({"status": 400})
-    body = inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "hello again"})
+    # the first model call works (a tool call), the second is refused: the turn fails half way
+    fake_openai.script({"tool_calls": [{"name": "list_events", "arguments": {}}]}, {"status": 400})
+    body = inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "what do I have scheduled this week?"})
     assert client.post("/webhooks/infobip", json=body, headers=AUTH).status_code == 200
     assert wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the apology") == [DEFAULT_APOLOGY]
     with db("gamma") as conn:
         status = conn.execute("SELECT status FROM messages WHERE infobip_message_id = %s",
                               (body["results"][0]["messageId"],)).fetchone()["status"]
+        usage = conn.execute("SELECT count(*) AS n FROM llm_usage l JOIN users u ON u.id = l.user_id "
+                             "WHERE u.phone = %s", (user,)).fetchone()["n"]
     assert status == "failed"
+    assert usage == 1  # the call that was made (and billed) is on record although the turn rolled back
     settle()
     assert texts_to(sandbox, user) == [DEFAULT_APOLOGY]
+
+
+def test_a_reminder_is_not_held_up_by_its_users_slow_turn(client, worker, sandbox, fake_openai, db, settings):
+    """The per-user turn lock serialises turns only: reminders (and reports) for the user go on meanwhile."""
+    from datetime import datetime, timedelta, timezone
+
+    from shared.taskqueue import TASK_DISPATCH_REMINDERS, enqueue, make_celery
+
+    user = new_user()
+    fake_openai.script({"delay": 4.0, "content": "slow answer"})
+    client.post("/webhooks/infobip", json=inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "hi there"}),
+                headers=AUTH)
+    wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "hi there" for r in fake_openai.requests
+                         if r["path"] == "/v1/chat/completions"), what="the slow turn to reach the LLM")
+    with db("gamma") as conn:
+        uid = conn.execute("SELECT id FROM users WHERE phone = %s", (user,)).fetchone()["id"]
+        conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'stretch', %s)",
+                     (uid, datetime.now(timezone.utc) - timedelta(seconds=1)))
+    enqueue(make_celery(settings), TASK_DISPATCH_REMINDERS, {})
+    first = wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the reminder")
+    assert "stretch" in first[0]
+    assert wait_for(lambda: len(texts_to(sandbox, user)) == 2 and texts_to(sandbox, user), timeout=30,
+                    what="the slow reply")[1] == "slow answer"
+
+
+def test_a_refused_batch_leaves_no_claims_behind(client, db):
+    """A 401 for one result of a batch must not make Infobip's corrected retry look like a duplicate."""
+    from helpers import BETA_TOKEN
+
+    user = new_user()
+    batch = inbound(NUMBERS["beta"], user, {"type": "TEXT", "text": "first"})
+    batch["results"] += inbound(NUMBERS["alpha"], user, {"type": "TEXT", "text": "second"})["results"]
+    assert client.post("/webhooks/infobip", json=batch, headers={"X-Webhook-Token": BETA_TOKEN}).status_code == 401
+    retry = client.post("/webhooks/infobip", json=batch, headers=AUTH)
+    assert retry.status_code == 200 and retry.get_json()["accepted"] == 2 and retry.get_json()["duplicates"] == 0
+
+
+def test_one_flooding_user_does_not_silence_the_tenant(redis_url, settings):
+    """The user's own window is checked first, so a flood spends only that user's allowance."""
+    from shared.ratelimit import RateLimiter
+    from shared.redis_conn import redis_client
+    from shared.tenants import parse_tenants
+
+    doc = {"tenant_id": f"rl{new_user()[-6:]}", "waba_number": "+1 555 0199", "db_dsn": "postgresql://u@h/rl",
+           "embedding_model": "local-hash", "config": {"rate_limit_user": "3/minute", "rate_limit_tenant": "5/minute"}}
+    tenant = parse_tenants({"tenants": [doc]}, settings, {}).require(doc["tenant_id"])
+    limiter = RateLimiter(redis_url, redis_client(redis_url))
+    flood = [limiter.check(tenant, "15550000001") for _ in range(20)]
+    assert [v.allowed for v in flood].count(True) == 3
+    assert [v.notify for v in flood].count(True) == 1
+    others = [limiter.check(tenant, f"1555000001{i}") for i in range(2)]
+    assert all(v.allowed for v in others)  # 3 + 2 = the tenant's 5: the flood did not use them up
+    assert not limiter.check(tenant, "15550000020").allowed  # and the tenant window still holds

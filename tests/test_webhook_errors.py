@@ -97,7 +97,9 @@ def test_health_endpoints(client, settings, tenants):
     assert client.get("/health").get_json() == {"status": "ok"}
     resp = client.get("/webhooks/infobip/health")
     assert resp.status_code == 200
-    assert resp.get_json()["redis"] is True
+    assert resp.get_json()["redis"] is True and resp.get_json()["tenant_databases_unreachable"] == 0
+    assert "tenant_databases" not in resp.get_json()  # the tenant list is not for strangers
+    resp = client.get("/webhooks/infobip/health", headers=AUTH)
     assert resp.get_json()["tenant_databases"] == {t.tenant_id: "ok" for t in tenants}
 
     from dataclasses import replace

@@ -20,9 +20,10 @@ from workers.runtime import get_runtime
 log = logging.getLogger(__name__)
 
 TURN_RETRIES = 8  # retryable failures (LLM 429/5xx after the SDK's own retries, database away), with backoff
+MAX_WAITS = 600   # busy/debounce re-checks of about a second each
 
 
-@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=8)
+@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None)
 def handle_message(self, payload: dict) -> dict:
     """Store the message (exactly once per messageId), then schedule the user's turn after the debounce window.
 
@@ -35,8 +36,10 @@ def handle_message(self, payload: dict) -> dict:
     bind(message_id=result.get("messageId"), user_id=result.get("from"))
     try:
         stored = store_inbound(tenant, rt.turn_deps, result, payload.get("request_id"))
-    except (psycopg.OperationalError, PoolTimeout) as exc:  # the tenant database is away or busy: nothing stored
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        # The tenant database is away or busy and nothing was stored. The ingress already acknowledged the
+        # webhook, so this task is the message's only copy: retry without a bound (waits capped at 5 minutes).
+        raise self.retry(countdown=backoff(self.request.retries, 2, 300), exc=exc)
     rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
     if stored.status == "received":
         enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
@@ -67,7 +70,12 @@ def run_turn(self, payload: dict) -> dict:
                          payload.get("request_id"))
         raise
     if outcome.retry_in_ms is not None:
-        # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly.
-        raise self.retry(countdown=outcome.retry_in_ms / 1000)
+        # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly. A
+        # turn that waited this long gives way to the recovery sweep rather than polling forever.
+        waits = int(payload.get("waits", 0))
+        if waits < MAX_WAITS:
+            raise self.retry(countdown=outcome.retry_in_ms / 1000,
+                             kwargs={"payload": {**payload, "waits": waits + 1}})
+        log.warning("turn still busy after many checks; the recovery sweep will pick it up")
     rt.publish_sends(tenant.tenant_id, outcome.outbound_ids, payload.get("request_id"))
     return {"answered": outcome.answered, "outbound_ids": outcome.outbound_ids, "reason": outcome.reason}

@@ -1,14 +1,18 @@
 """Infobip sends (queue `outbound`). Retries keep the same outbox row and so the same Infobip messageId.
 
 The retry waits in the broker (`self.retry(countdown=...)`), not in a sleeping worker thread: a blocking retry
-library such as tenacity would hold a thread of the pool for the whole backoff. The number of posts is bounded on
-the row itself (shared.infobip.retry.MAX_ATTEMPTS); Celery's max_retries is only a backstop above it.
+library such as tenacity would hold a thread of the pool for the whole backoff.
+
+Bounds: the number of POSTS of a row is bounded on the row itself (shared.infobip.retry.MAX_ATTEMPTS, counted
+before each post), so Celery's own retry count is not the bound and is unlimited: the other retries post nothing
+(the tenant database is away: capped backoff up to 5 minutes, for as long as the outage lasts; another task is
+posting this row right now: a short wait, then that task's recorded result is seen).
 """
 from __future__ import annotations
 
 import psycopg
 
-from shared.infobip.retry import MAX_ATTEMPTS, retry_base_seconds
+from shared.infobip.retry import retry_base_seconds
 from shared.outbox import enqueue_sends, send_outbound
 from shared.reports import settle_after_send
 from shared.taskqueue import QUEUE_OUTBOUND, TASK_SEND
@@ -17,22 +21,29 @@ from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
 
 RETRY_BASE_SECONDS = retry_base_seconds()  # INFOBIP_RETRY_BASE_SECONDS, validated when the worker starts
+DB_RETRY_CAP_SECONDS = 300.0
+BUSY_RETRY_CAP_SECONDS = 30.0   # longer than a post takes (connect 5 s + read 30 s) only after a few tries
 
 
-@app.task(name=TASK_SEND, queue=QUEUE_OUTBOUND, base=WabotTask, bind=True, max_retries=MAX_ATTEMPTS + 2)
+@app.task(name=TASK_SEND, queue=QUEUE_OUTBOUND, base=WabotTask, bind=True, max_retries=None)
 def send(self, payload: dict) -> str:
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
+    retries = min(self.request.retries, 16)  # the exponent only: the waits are capped anyway
     try:
         outcome = send_outbound(tenant, rt.pools, rt.infobip(tenant), int(payload["outbound_id"]),
                                 retry_base=RETRY_BASE_SECONDS)
         follow = list(outcome.enqueue)
         if outcome.message_id and outcome.status in ("sent", "failed", "skipped"):
             follow += settle_after_send(tenant, rt.pools, outcome.message_id)
-    except psycopg.OperationalError as exc:  # the tenant database is away: the row is untouched, try later
-        raise self.retry(countdown=backoff(self.request.retries, RETRY_BASE_SECONDS, 300), exc=exc)
-    # committed above: the next part of the reply, or a template fallback
+    except psycopg.OperationalError as exc:
+        # The tenant database is away. Either nothing was posted, or the post's answer could not be recorded: the
+        # row is still `queued` with that attempt counted, and the retry posts it again (same messageId).
+        raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, DB_RETRY_CAP_SECONDS), exc=exc)
+    # committed above: the rows that waited for this one (next part, later messages), template fallbacks
     enqueue_sends(app, tenant.tenant_id, follow, payload.get("request_id"), message_id=payload.get("message_id"))
     if outcome.status == "retry":
         raise self.retry(countdown=outcome.delay)
+    if outcome.status == "busy":  # another task is posting this row: look again once it has recorded the result
+        raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, BUSY_RETRY_CAP_SECONDS))
     return outcome.status

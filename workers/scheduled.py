@@ -9,7 +9,7 @@ from shared.clock import utcnow
 from shared.outbox import enqueue_sends, requeue_stalled
 from shared.reminders import claim_due_reminders
 from shared.taskqueue import QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_RUN_TURN, enqueue
-from shared.turn import stalled_users
+from shared.turn import abandoned_users, give_up, stalled_users
 from workers.app import app
 from workers.base import WabotTask
 from workers.runtime import get_runtime
@@ -46,7 +46,9 @@ def dispatch_reminders(self, payload: dict | None = None) -> int:
     return sent
 
 
-STALLED_TURN_SECONDS = 120
+# Longer than a turn's own retries with backoff (about 8 minutes at most), so the sweep does not pile new turn
+# tasks on top of a turn that is still retrying; it is for tasks that were lost.
+STALLED_TURN_SECONDS = 900
 
 
 @app.task(name=TASK_RECOVER, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
@@ -60,9 +62,12 @@ def recover_stalled(self, payload: dict | None = None) -> dict:
         try:
             with rt.pools.connection(tenant) as conn:
                 users = stalled_users(conn, STALLED_TURN_SECONDS)
+                abandoned = abandoned_users(conn)
                 stalled = requeue_stalled(conn, utcnow())
             for user_id in users:
                 enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": user_id})
+            for user_id in abandoned:
+                enqueue_sends(app, tenant.tenant_id, give_up(tenant, rt.turn_deps, user_id, None), None)
             enqueue_sends(app, tenant.tenant_id, stalled, None)
         except Exception:
             log.exception("recovery sweep failed", extra={"tenant_id": tenant.tenant_id})

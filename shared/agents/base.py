@@ -48,6 +48,9 @@ class AgentRequest:
     registry: "ToolRegistry"
     tool_ctx: "ToolContext"
     max_steps: int = 6
+    calls: list[LLMCall] = field(default_factory=list)  # every model call, appended as it happens (usage survives a
+                                                        # failure later in the turn)
+    deadline: float | None = None                       # time.monotonic() after which no more tool steps are taken
 
 
 @dataclass

@@ -29,8 +29,10 @@ def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dic
 def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> AgentResponse:
     messages = list(request.messages)
     schemas = request.registry.openai_schemas(tool_names) if tool_names else []
-    response = AgentResponse(text="", agent=agent, tools_offered=list(tool_names))
-    for _ in range(max(1, request.max_steps)):
+    response = AgentResponse(text="", agent=agent, tools_offered=list(tool_names), calls=request.calls)
+    for step in range(max(1, request.max_steps)):
+        if step and request.deadline is not None and time.monotonic() > request.deadline:
+            break  # the turn has run long enough (thread pools do not enforce Celery's time limits)
         result, call = _call(request, messages, schemas, "chat")
         response.calls.append(call)
         response.steps += 1

@@ -29,18 +29,25 @@ class Orchestrator:
             names += [n for n in agent.tool_names(registry) if n not in names]
         return names
 
-    def handle(self, request: AgentRequest) -> AgentResponse:
-        intent = request.intent.name
-        if not request.tenant.config.extra.get("tool_gating", True):  # gating off: every tool, every turn
-            return run_tool_loop(request, self.name, self.tool_names(request.registry))
+    def route(self, intent: str, registry, tool_gating: bool = True) -> tuple[Agent | None, list[str]]:
+        """Which agent answers (None: the orchestrator's own loop) and the tools the model will be offered."""
+        if not tool_gating:  # gating off: every tool, every turn
+            return None, self.tool_names(registry)
         if intent == "smalltalk":
-            return run_tool_loop(request, self.name, [])
+            return None, []
         able = [a for a in self.agents if a.can_handle(intent)] if intent != "unknown" else []
         if len(able) == 1:
-            return able[0].handle(request)
+            return able[0], able[0].tool_names(registry)
         if able:
             names: list[str] = []
             for agent in able:
-                names += [n for n in agent.tool_names(request.registry) if n not in names]
-            return run_tool_loop(request, self.name, names)
-        return run_tool_loop(request, self.name, self.tool_names(request.registry))
+                names += [n for n in agent.tool_names(registry) if n not in names]
+            return None, names
+        return None, self.tool_names(registry)
+
+    def handle(self, request: AgentRequest) -> AgentResponse:
+        agent, names = self.route(request.intent.name, request.registry,
+                                  bool(request.tenant.config.extra.get("tool_gating", True)))
+        if agent is not None:
+            return agent.handle(request)
+        return run_tool_loop(request, self.name, names)

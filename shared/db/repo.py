@@ -124,9 +124,56 @@ def outbound_user(conn: psycopg.Connection, user_id: int) -> dict | None:
     return conn.execute("SELECT id, phone, name, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
 
 
-def lock_outbound(conn: psycopg.Connection, outbound_id: int) -> dict | None:
-    """Lock the outbox row for the duration of the send, so two deliveries of one send task cannot both post."""
-    return conn.execute("SELECT * FROM outbound_messages WHERE id = %s FOR UPDATE", (outbound_id,)).fetchone()
+OUTBOUND_LOCK = 0x6F757462  # "outb": advisory lock class of the per-row send lock
+
+
+def try_lock_outbound(conn: psycopg.Connection, outbound_id: int) -> bool:
+    """Take the send lock of one outbox row, or say it is taken. Session-level (it survives the commits around the
+    post, so no transaction stays open while Infobip answers) and released by `unlock_outbound`, or by Postgres when
+    the worker's connection dies. Guarantee: two tasks never post one row at the same time. Ids that differ by a
+    multiple of 2**31 share a key: the only cost is a "busy" retry."""
+    return conn.execute("SELECT pg_try_advisory_lock(%s::int, %s::int) AS ok",
+                        (OUTBOUND_LOCK, outbound_id % 2**31)).fetchone()["ok"]
+
+
+def unlock_outbound(conn: psycopg.Connection, outbound_id: int) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s::int, %s::int)", (OUTBOUND_LOCK, outbound_id % 2**31))
+
+
+def get_outbound(conn: psycopg.Connection, outbound_id: int) -> dict | None:
+    return conn.execute("SELECT * FROM outbound_messages WHERE id = %s", (outbound_id,)).fetchone()
+
+
+def latest_queued(conn: psycopg.Connection, user_id: int) -> int | None:
+    """The user's newest row Infobip has not accepted yet (any message): a new message waits for it, so replies of
+    different turns, reminders and notices reach the user in the order they were queued."""
+    row = conn.execute("SELECT id FROM outbound_messages WHERE user_id = %s AND status = 'queued' "
+                       "ORDER BY id DESC LIMIT 1", (user_id,)).fetchone()
+    return row["id"] if row else None
+
+
+def predecessor(conn: psycopg.Connection, prev_id: int) -> dict | None:
+    """The row a send waits for, read under a share lock: when its own send is recording its result right now, this
+    waits for that commit, so a waiter never reads a stale `queued` after the predecessor already looked for its
+    waiters (which would leave the waiter to the 10-minute sweep)."""
+    return conn.execute("SELECT id, status, chain_id FROM outbound_messages WHERE id = %s FOR SHARE",
+                        (prev_id,)).fetchone()
+
+
+def begin_post(conn: psycopg.Connection, outbound_id: int, prev_id: int | None) -> int | None:
+    """Count the attempt before posting (committed by the caller before the HTTP call), so a post whose answer is
+    lost (worker killed, commit failed) still counts against the bound. Returns the attempt number, or None when the
+    row is no longer `queued` (a report or a stopped chain moved it) or now waits for another row than `prev_id`
+    (a template fallback took the place of its predecessor)."""
+    row = conn.execute(
+        """
+        UPDATE outbound_messages SET attempts = attempts + 1, posting_at = now(), next_attempt_at = now(),
+            updated_at = now()
+        WHERE id = %s AND status = 'queued' AND prev_id IS NOT DISTINCT FROM %s RETURNING attempts
+        """,
+        (outbound_id, prev_id),
+    ).fetchone()
+    return row["attempts"] if row else None
 
 
 def outbound_status(conn: psycopg.Connection, outbound_id: int) -> str | None:
@@ -134,11 +181,28 @@ def outbound_status(conn: psycopg.Connection, outbound_id: int) -> str | None:
     return row["status"] if row else None
 
 
-def next_part(conn: psycopg.Connection, outbound_id: int) -> int | None:
-    """The queued part that waits for this one to be accepted."""
-    row = conn.execute("SELECT id FROM outbound_messages WHERE prev_id = %s AND status = 'queued'",
-                       (outbound_id,)).fetchone()
-    return row["id"] if row else None
+def waiting_on(conn: psycopg.Connection, outbound_ids: list[int]) -> list[int]:
+    """Every queued row that waits for one of these rows: the next part of the same reply and the first row of any
+    later message (two transactions may have picked the same predecessor, so there can be several)."""
+    if not outbound_ids:
+        return []
+    rows = conn.execute("SELECT id FROM outbound_messages WHERE prev_id = ANY(%s) AND status = 'queued' ORDER BY id",
+                        (list(outbound_ids),)).fetchall()
+    return [r["id"] for r in rows]
+
+
+def next_part(conn: psycopg.Connection, outbound_id: int) -> list[int]:
+    """The queued rows that wait for this one to be accepted (all of them)."""
+    return waiting_on(conn, [outbound_id])
+
+
+def repoint_waiters(conn: psycopg.Connection, from_ids: list[int], to_id: int) -> int:
+    """Make the rows waiting on `from_ids` wait on `to_id` instead (a reply replaced by its template fallback:
+    later messages still come after it)."""
+    if not from_ids:
+        return 0
+    return conn.execute("UPDATE outbound_messages SET prev_id = %s, updated_at = now() "
+                        "WHERE prev_id = ANY(%s) AND status = 'queued'", (to_id, list(from_ids))).rowcount
 
 
 def chain_parts(conn: psycopg.Connection, head_id: int) -> list[dict]:
@@ -149,26 +213,31 @@ def chain_parts(conn: psycopg.Connection, head_id: int) -> list[dict]:
     ).fetchall()
 
 
-def stop_queued_parts(conn: psycopg.Connection, head_id: int, after_part: int, status: str, reason: str) -> int:
-    """Give up the queued parts after `after_part` of a reply (a part before them failed or was replaced)."""
-    return conn.execute(
+def stop_queued_parts(conn: psycopg.Connection, head_id: int, after_part: int, status: str,
+                      reason: str) -> list[int]:
+    """Give up the queued parts after `after_part` of a reply (a part before them failed or was replaced). Returns
+    their ids: rows of other messages waiting on them must be published (or re-pointed) by the caller."""
+    rows = conn.execute(
         """
         UPDATE outbound_messages SET status = %s, reason = %s, next_attempt_at = NULL, updated_at = now()
         WHERE chain_id = %s AND part > %s AND status = 'queued'
+        RETURNING id
         """,
         (status, reason, head_id, after_part),
-    ).rowcount
+    ).fetchall()
+    return [r["id"] for r in rows]
 
 
 def record_send_accepted(conn: psycopg.Connection, outbound_id: int, response: Any) -> None:
-    """Infobip took the message (HTTP 2xx). A report that overtook this answer keeps its later status."""
+    """Infobip took the message (HTTP 2xx). A report that overtook this answer keeps its later status. The attempt was
+    counted by `begin_post`."""
     status = accepted_status(response)
     conn.execute(
         """
         UPDATE outbound_messages SET
             status = CASE WHEN status = 'queued' OR status = 'failed' THEN 'sent' ELSE status END,
             status_group = COALESCE(status_group, %s), status_name = COALESCE(status_name, %s),
-            infobip_response = %s, error = NULL, reason = NULL, attempts = attempts + 1, sent_at = now(),
+            infobip_response = %s, error = NULL, reason = NULL, sent_at = now(),
             next_attempt_at = NULL, updated_at = now()
         WHERE id = %s
         """,
@@ -176,19 +245,23 @@ def record_send_accepted(conn: psycopg.Connection, outbound_id: int, response: A
     )
 
 
-def record_send_error(conn: psycopg.Connection, outbound_id: int, error: dict, final: bool,
-                      reason: str | None = None, next_attempt_at: datetime | None = None) -> None:
-    """A failed post: `final` marks the row failed (with Infobip's error); otherwise it stays queued for the retry
-    due at `next_attempt_at`."""
-    conn.execute(
+def record_send_error(conn: psycopg.Connection, outbound_id: int, error: dict | None, final: bool,
+                      reason: str | None = None, next_attempt_at: datetime | None = None) -> str | None:
+    """A failed post (its attempt was counted by `begin_post`): `final` marks a still-queued row failed (with
+    Infobip's error); otherwise it stays queued for the retry due at `next_attempt_at`. A row a report already moved
+    on (an earlier post was accepted after all) keeps its status. Returns the row's status."""
+    row = conn.execute(
         """
-        UPDATE outbound_messages SET status = CASE WHEN %s THEN 'failed' ELSE status END,
-            error = %s, reason = %s, attempts = attempts + 1,
-            next_attempt_at = CASE WHEN %s THEN NULL ELSE COALESCE(%s, now()) END, updated_at = now()
+        UPDATE outbound_messages SET status = CASE WHEN %s AND status = 'queued' THEN 'failed' ELSE status END,
+            error = COALESCE(%s, error), reason = CASE WHEN status = 'queued' THEN %s ELSE reason END,
+            next_attempt_at = CASE WHEN %s OR status <> 'queued' THEN NULL ELSE COALESCE(%s, now()) END,
+            updated_at = now()
         WHERE id = %s
+        RETURNING status
         """,
-        (final, Jsonb(error), reason, final, next_attempt_at, outbound_id),
-    )
+        (final, Jsonb(error) if error is not None else None, reason, final, next_attempt_at, outbound_id),
+    ).fetchone()
+    return row["status"] if row else None
 
 
 def set_outbound_reason(conn: psycopg.Connection, outbound_id: int, reason: str) -> None:

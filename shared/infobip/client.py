@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from shared.infobip.errors import InfobipError, parse_error
 from shared.infobip.retry import parse_retry_after
@@ -24,6 +25,10 @@ TEXT_PATH = "/whatsapp/1/message/text"
 TEMPLATE_PATH = "/whatsapp/1/message/template"
 EVENTS_PATH = "/whatsapp/1/events"
 MEDIA_MAX_BYTES = 16 * 1024 * 1024  # WhatsApp's own cap on audio is 16 MB
+# Connections kept open to Infobip per client (one client per tenant and process). More than the outbound worker's
+# threads (OUTBOUND_CONCURRENCY, 20 by default), so every thread reuses a kept connection: requests' default of 10
+# made urllib3 open and throw away extra ones ("connection pool is full" warnings, a new TLS handshake each time).
+DEFAULT_POOL_MAXSIZE = 32
 
 
 class MediaDownloadError(Exception):
@@ -49,10 +54,20 @@ class SendResult:
 
 class InfobipClient:
     def __init__(self, base_url: str, api_key: str, *, session: requests.Session | None = None,
-                 timeout: tuple[float, float] = (5.0, 30.0), courtesy_timeout: tuple[float, float] = (2.0, 5.0)):
+                 timeout: tuple[float, float] = (5.0, 30.0), courtesy_timeout: tuple[float, float] = (2.0, 5.0),
+                 pool_maxsize: int = DEFAULT_POOL_MAXSIZE):
+        """`pool_maxsize`: connections kept for reuse; make it at least the number of threads sharing this client
+        (a session passed in keeps its own adapters)."""
+        if pool_maxsize < 1:
+            raise ValueError("pool_maxsize must be at least 1")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_maxsize=pool_maxsize)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
         self._timeout = timeout
         self._courtesy_timeout = courtesy_timeout
 

@@ -1,4 +1,9 @@
-"""When to try an Infobip send again: exponential backoff with jitter, or Infobip's own `Retry-After`.
+"""When to try an Infobip send again: exponential backoff with jitter, never sooner than Infobip's `Retry-After`.
+
+Guarantee (bounded, yet outlasting an outage): a send is posted at most MAX_ATTEMPTS times, and with the default
+base of 2 s its retries spread over at least ~17 minutes (at most ~34): each wait lies between half and all of
+min(300 s, base * 2^(attempt-1)), and a short `Retry-After` does not shorten it. So an Infobip outage of a few
+minutes delays replies; it does not fail them for good.
 
 The schedule is computed here and carried out by Celery (`self.retry(countdown=...)`): the waiting task sits in the
 broker, not in a sleeping worker thread, which is why no blocking retry library (tenacity) is used for sends.
@@ -13,9 +18,9 @@ from typing import Mapping
 
 from shared.errors import ConfigError
 
-MAX_ATTEMPTS = 6                 # posts of one outbox row, the first included
+MAX_ATTEMPTS = 14                # posts of one outbox row, the first included (13 waits: see min_retry_span)
 DEFAULT_BASE_SECONDS = 2.0
-MAX_DELAY_SECONDS = 300.0        # cap of the exponential backoff
+MAX_DELAY_SECONDS = 300.0        # cap of one wait of the exponential backoff
 MAX_RETRY_AFTER_SECONDS = 3600.0  # a Retry-After beyond this is treated as this (the task must not vanish for days)
 
 
@@ -56,11 +61,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+def backoff_ceiling(attempt: int, base: float, cap: float = MAX_DELAY_SECONDS) -> float:
+    """The longest wait after `attempt` failed tries: base * 2^(attempt-1), capped."""
+    return min(cap, base * (2 ** min(max(attempt - 1, 0), 60)))
+
+
 def retry_delay(attempt: int, retry_after: float | None, base: float, cap: float = MAX_DELAY_SECONDS) -> float:
     """Seconds before the next try after `attempt` failed tries (1 = the first post failed).
 
-    Infobip's `Retry-After` wins when given; otherwise a random delay between base/2 and base * 2^(attempt-1)
-    (capped), so many throttled sends do not come back at the same instant."""
+    A random wait between half and all of the backoff ceiling, so many throttled sends do not come back at the same
+    instant and the whole schedule still has a known minimum length. Infobip's `Retry-After` is honoured as the
+    least we wait: a longer one wins, a shorter one does not make the retries run out faster."""
+    ceiling = backoff_ceiling(attempt, base, cap)
     if retry_after is not None:
-        return retry_after
-    return random.uniform(base / 2, min(cap, base * (2 ** max(attempt - 1, 0))))
+        return max(retry_after, ceiling / 2)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def min_retry_span(base: float, max_attempts: int = MAX_ATTEMPTS, cap: float = MAX_DELAY_SECONDS) -> float:
+    """The shortest time between the first and the last post of a send that keeps failing (1005 s for base 2 s)."""
+    return sum(backoff_ceiling(attempt, base, cap) / 2 for attempt in range(1, max_attempts))

@@ -169,7 +169,10 @@ class InfobipSandbox(LocalServer):
         if request.path == "/_sandbox/messages":
             to = request.args.get("to")
             out = []
-            for r in self.requests(since):
+            with self._lock:  # the requests and last_seq from one snapshot: nothing recorded between is skipped
+                recorded = [r for r in self._requests if r["seq"] > since]
+                last = self._requests[-1]["seq"] if self._requests else 0
+            for r in recorded:
                 body = r["json"] if isinstance(r["json"], dict) else {}
                 if r["path"] == "/whatsapp/1/message/text" and (to is None or body.get("to") == to):
                     out.append({"seq": r["seq"], "to": body.get("to"), "text": body["content"]["text"]})
@@ -178,7 +181,6 @@ class InfobipSandbox(LocalServer):
                         if to is None or m.get("to") == to:
                             out.append({"seq": r["seq"], "to": m.get("to"),
                                         "text": f"[template {m['content'].get('templateName')}]"})
-            last = self._requests[-1]["seq"] if self._requests else 0
             return self._json({"messages": out, "last_seq": last})
         if request.path == "/_sandbox/script" and request.method == "POST":
             self.script(*(request.get_json(force=True).get("responses") or []))

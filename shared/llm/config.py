@@ -6,6 +6,9 @@ the yaml block as a whole (its own keys, URL and fallback row); timeout and max_
 the table has no columns for them. Rows store names of environment variables, never keys.
 `ProviderCache` re-reads the table at most every `ttl_seconds` per tenant, so a change reaches running workers
 within the TTL, and keeps the same provider object while the settings stay equal (key cool-downs survive).
+A row that cannot be used (it names a variable not set in the workers' environment, an unknown fallback ...) does
+not stop the tenant's turns: `get` logs the error (never a key) at most once per TTL and keeps the provider it had,
+or, with none yet, uses the tenant's tenants.yaml settings (`tenant.llm`) until the row is fixed.
 """
 from __future__ import annotations
 
@@ -98,6 +101,7 @@ class _Entry:
     settings: LLMSettings
     provider: LLMProvider
     checked_at: float
+    error: str | None = None   # the ConfigError that made this entry a stand-in, while it lasts
 
 
 class ProviderCache:
@@ -119,11 +123,15 @@ class ProviderCache:
             entry = self._entries.get(tenant.tenant_id)
         if entry is not None and now - entry.checked_at < self.ttl:
             return entry.provider
-        settings = resolve_llm(tenant, conn, self._env)  # outside the lock: a DB round trip
+        try:
+            settings = resolve_llm(tenant, conn, self._env)  # outside the lock: a DB round trip
+        except ConfigError as exc:
+            return self._stand_in(tenant, now, str(exc))
         with self._lock:
             entry = self._entries.get(tenant.tenant_id)
             if entry is not None and entry.settings == settings:
                 entry.checked_at = now  # unchanged: keep the provider (and its keys' cool-downs)
+                entry.error = None
                 return entry.provider
             provider = self._build(settings)
             self._entries[tenant.tenant_id] = _Entry(settings, provider, now)
@@ -132,6 +140,25 @@ class ProviderCache:
                                                  "llm_fallback": settings.fallback.provider if settings.fallback
                                                  else None})
         return provider
+
+    def _stand_in(self, tenant: "Tenant", now: float, error: str) -> LLMProvider:
+        """The provider to use while the active row is unusable: the one we had, else tenants.yaml's.
+
+        Called once per TTL at most per tenant (the entry's checked_at is renewed), so the error is logged once
+        per TTL. ConfigError messages name the tenant, row and variable, never a key.
+        """
+        with self._lock:
+            entry = self._entries.get(tenant.tenant_id)
+            if entry is None:
+                entry = _Entry(tenant.llm, self._build(tenant.llm), now)
+                self._entries[tenant.tenant_id] = entry
+            entry.checked_at = now
+            entry.error = error
+            kept = entry.settings
+        log.error("LLM provider row unusable; keeping the previous provider (or tenants.yaml) until it is fixed",
+                  extra={"tenant_id": tenant.tenant_id, "error": error, "llm_source": kept.source,
+                         "llm_provider": kept.provider, "llm_model": kept.model_chat})
+        return entry.provider
 
     def invalidate(self, tenant_id: str | None = None) -> None:
         """Forget one tenant's provider (or all): the next get() re-reads the table."""

@@ -13,17 +13,28 @@
         max_redirects: 3                                # same-host redirects followed, 0..3
 
 `{placeholders}` in the URL's path and query are filled URL-encoded from the arguments of the same name (never in
-the scheme, host or port: the model cannot choose where the request goes). The other arguments go to the query
+the scheme, host or port: the model cannot choose where the request goes). A value that is `.` or `..` is refused
+(it would climb out of the declared path once the path is normalised). The other arguments go to the query
 string (GET/DELETE) or a JSON body (POST/PUT/PATCH). Network guarantees: see `shared.tools.netguard`.
+
+`{user_phone}` is reserved: the server fills it with the WhatsApp number of the user the turn belongs to (digits,
+country code first, no '+'), so a business API can be bound to the caller:
+
+        url: "https://crm.example/v1/customers/{user_phone}/orders"
+
+It is never taken from the model's arguments (an argument of that name is refused), is not part of the tool's
+schema, and may not be declared in `parameters`.
+
 Header values never appear in results, errors or logs: they are not put in messages, and any echo of them in a
-response is replaced by "[redacted]".
+response is replaced by "[redacted]" (the whole value, and each whitespace-separated part of 8 characters or
+more, so the token of `Authorization: Bearer <token>` is redacted when an API quotes it alone).
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlsplit
 
 from jsonschema import Draft202012Validator
@@ -43,6 +54,9 @@ KEYS = {"name", "description", "method", "url", "parameters", "headers", "timeou
 MAX_TEXT_CHARS = 4000           # text answers are cut here: the model needs the gist, not a whole page
 MAX_ERROR_BODY_CHARS = 300
 REDACTED = "[redacted]"
+USER_PHONE = "user_phone"       # reserved placeholder: filled by the server from ctx.user_phone
+DOT_SEGMENTS = (".", "..")
+MIN_SECRET_PART = 8             # whitespace-separated parts of a header value this long are redacted on their own
 
 
 @dataclass(frozen=True)
@@ -74,15 +88,23 @@ class HttpTool(Tool):
         self.input_schema = spec.parameters
         self.annotations = ToolAnnotations(readOnlyHint=spec.method == "GET",
                                            destructiveHint=spec.method == "DELETE", openWorldHint=True)
-        self._placeholders = tuple(dict.fromkeys(PLACEHOLDER.findall(spec.url)))
-        self._secrets = tuple(v for v in spec.headers.values() if len(v) >= 4)
+        self._placeholders = tuple(p for p in dict.fromkeys(PLACEHOLDER.findall(spec.url)) if p != USER_PHONE)
+        self._binds_user = USER_PHONE in PLACEHOLDER.findall(spec.url)
+        self._secrets = secret_parts(spec.headers.values())
 
     def __repr__(self) -> str:
         return f"HttpTool({self.name!r})"
 
     def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
         spec = self.spec
-        url = build_url(spec.url, args, self._placeholders)
+        if USER_PHONE in args:
+            raise ToolError(f"{self.name}: {USER_PHONE} is filled in by the server; do not pass it")
+        server_values: dict[str, str] = {}
+        if self._binds_user:
+            if not ctx.user_phone:
+                raise ToolError(f"{self.name}: the user's phone number is not known, so this tool cannot be used")
+            server_values[USER_PHONE] = str(ctx.user_phone)
+        url = build_url(spec.url, args, self._placeholders, server_values)
         rest = {k: v for k, v in args.items() if k not in self._placeholders}
         params, body = (None, rest) if spec.method in BODY_METHODS else (_query_params(rest), None)
         try:
@@ -93,7 +115,7 @@ class HttpTool(Tool):
             raise ToolError(self.redact(f"{self.name}: {exc}")) from None
         text = fetched.body.decode(fetched.encoding or "utf-8", errors="replace")
         if not 200 <= fetched.status < 300:
-            snippet = self.redact(text[:MAX_ERROR_BODY_CHARS]).strip()
+            snippet = self.redact(text)[:MAX_ERROR_BODY_CHARS].strip()  # redact first: no half secret at the cut
             raise ToolError(f"{self.name}: the API answered HTTP {fetched.status}"
                             + (f": {snippet}" if snippet else ""))
         if "json" in fetched.content_type.lower():
@@ -102,10 +124,10 @@ class HttpTool(Tool):
             except ValueError:
                 pass  # a server that mislabels text: fall through and return it as text
         truncated = len(text) > MAX_TEXT_CHARS
-        return {"text": self.redact(text[:MAX_TEXT_CHARS]), "truncated": truncated}
+        return {"text": self.redact(text)[:MAX_TEXT_CHARS], "truncated": truncated}
 
     def redact(self, value: Any) -> Any:
-        """Replace every header value (API keys) echoed back in `value`, at any depth."""
+        """Replace every header value (API keys), and its long parts, echoed back in `value`, at any depth."""
         if isinstance(value, str):
             for secret in self._secrets:
                 value = value.replace(secret, REDACTED)
@@ -117,8 +139,26 @@ class HttpTool(Tool):
         return value
 
 
-def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, ...]) -> str:
-    """Fill the placeholders, each URL-encoded as a whole (a '/' or '?' in a value cannot change the path)."""
+def secret_parts(values: Iterable[str]) -> tuple[str, ...]:
+    """What redaction replaces: each header value (4+ characters) and each whitespace-separated part of one that
+    is MIN_SECRET_PART+ characters long; longest first, so a whole value goes before its parts."""
+    secrets: set[str] = set()
+    for value in values:
+        value = str(value)
+        if len(value.strip()) >= 4:
+            secrets.add(value.strip())
+        secrets.update(part for part in value.split() if len(part) >= MIN_SECRET_PART)
+    return tuple(sorted(secrets, key=lambda v: (-len(v), v)))
+
+
+def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, ...],
+              server_values: Mapping[str, str] | None = None) -> str:
+    """Fill the placeholders, each URL-encoded as a whole (a '/' or '?' in a value cannot change the path).
+
+    `placeholders` come from `args` (the model's); `server_values` (the reserved `{user_phone}`) from the server.
+    A value that is `.` or `..`, or placeholders that together make such a path segment, are refused: the HTTP
+    stack would normalise the path and leave the declared prefix (`/v1/customers/../orders` is `/v1/orders`).
+    """
     values = {}
     for name in placeholders:
         if name not in args:
@@ -126,8 +166,22 @@ def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, .
         value = args[name]
         if isinstance(value, (dict, list)) or value is None:
             raise ToolError(f"argument {name!r} must be a string or a number")
-        values[name] = quote(_scalar(value), safe="")
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+        text = _scalar(value)
+        if text in DOT_SEGMENTS:
+            raise ToolError(f"argument {name!r} may not be '.' or '..'")
+        values[name] = quote(text, safe="")
+    for name, text in (server_values or {}).items():
+        if text in DOT_SEGMENTS:
+            raise ToolError(f"{name} may not be '.' or '..'")
+        values[name] = quote(text, safe="")
+    url = PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    if _has_dot_segment(url):  # e.g. `{a}{b}` with a="." and b="."; the declared url itself has none
+        raise ToolError("the arguments would make a '.' or '..' segment of the URL path")
+    return url
+
+
+def _has_dot_segment(url: str) -> bool:
+    return any(segment in DOT_SEGMENTS for segment in urlsplit(url).path.split("/"))
 
 
 def _scalar(value: Any) -> str:
@@ -198,6 +252,8 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
         raise ConfigError(f"{where}: url has no host")
     if parts.username or parts.password:
         raise ConfigError(f"{where}: url may not carry credentials; use headers")
+    if _has_dot_segment(url):
+        raise ConfigError(f"{where}: url may not have '.' or '..' path segments")
     if "{" in PLACEHOLDER.sub("", url) or "}" in PLACEHOLDER.sub("", url):
         raise ConfigError(f"{where}: url has a malformed placeholder (use {{name}} with letters, digits, '_')")
 
@@ -210,7 +266,12 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
         raise ConfigError(f"{where}: parameters is not a valid JSON schema ({exc.message})") from None
     properties = parameters.get("properties") or {}
     required = set(parameters.get("required") or [])
+    if USER_PHONE in properties:
+        raise ConfigError(f"{where}: parameters.properties may not declare {USER_PHONE}: it is reserved, and "
+                          f"{{{USER_PHONE}}} in the url is filled by the server with the caller's number")
     for placeholder in PLACEHOLDER.findall(url):
+        if placeholder == USER_PHONE:
+            continue  # filled by the server, never by the model
         if placeholder not in properties:
             raise ConfigError(f"{where}: url placeholder {{{placeholder}}} is not in parameters.properties")
         if placeholder not in required:

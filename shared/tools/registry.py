@@ -7,7 +7,10 @@ Guarantees of `ToolRegistry.call`:
   can act on; unexpected exceptions say only "internal error" (their text may hold SQL or secrets);
 - each invoke runs in a savepoint of the caller's transaction: a failing tool rolls back its own writes and
   nothing else, and the caller's transaction stays usable;
-- every call is logged once with tool, duration_ms and outcome, never with argument values.
+- every call is logged once with tool, duration_ms and outcome, never with argument values;
+- what goes into the model's context is at most MAX_RESULT_CHARS characters: a longer content is replaced by
+  valid JSON `{"truncated": true, "original_chars": N, "partial": "<the first characters of the JSON text>",
+  "note": "..."}` (plus `"isError": true` for an error); `ToolResult.data` keeps the whole result for the server.
 
 Adding a tool (one module):
 1. create `shared/tools/<topic>.py` with a `Tool` subclass per tool: `name`, `description`, an `input_schema`
@@ -41,6 +44,24 @@ log = logging.getLogger(__name__)
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # OpenAI's rule for function names
 MAX_SCHEMA_ERRORS = 3
+MAX_RESULT_CHARS = 4000      # ~1k tokens: a tool answer may not crowd the history and memories out of the prompt
+
+
+def cap_content(content: str, limit: int = MAX_RESULT_CHARS, is_error: bool = False) -> str:
+    """`content` itself when it fits in `limit` characters, else valid JSON text of at most `limit` characters
+    that says the result was truncated and carries as much of its beginning as fits (an error stays an error)."""
+    if len(content) <= limit:
+        return content
+    doc: dict[str, Any] = {"isError": True} if is_error else {}
+    doc.update({"truncated": True, "original_chars": len(content), "partial": "",
+                "note": "the result was too long and was cut; ask for less (a narrower query) if you need the rest"})
+    budget = max(0, limit - len(json.dumps(doc, ensure_ascii=False)))
+    while True:
+        doc["partial"] = content[:budget]
+        text = json.dumps(doc, ensure_ascii=False)
+        if len(text) <= limit or budget == 0:
+            return text
+        budget = max(0, budget - (len(text) - limit))  # each character cut shortens the text by 1 or more
 
 
 def error_content(message: str) -> str:
@@ -178,6 +199,9 @@ class ToolRegistry:
         duration_ms = int((time.perf_counter() - started) * 1000)
         fields: dict[str, Any] = {"tool": name, "duration_ms": duration_ms,
                                   "outcome": "error" if error_kind else "ok"}
+        if len(content) > MAX_RESULT_CHARS:
+            fields["truncated_from_chars"] = len(content)
+            content = cap_content(content, is_error=error_kind is not None)
         if error_kind:
             fields["error_kind"] = error_kind
         if exc is not None:
