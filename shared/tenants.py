@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, reject_unknown_keys
 from shared.infobip.templates import parse_templates
 from shared.llm.settings import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
@@ -211,9 +211,7 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
     if not isinstance(tid, str) or not TENANT_ID.match(tid):
         raise ConfigError(f"tenants[{index}]: tenant_id must be 1-63 letters, digits, '_' or '-'")
     where = f"tenant {tid}"
-    unknown = sorted(set(doc) - TENANT_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    reject_unknown_keys(doc, TENANT_KEYS, where)
 
     raw_number = doc.get("waba_number")
     if raw_number is None:

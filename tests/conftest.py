@@ -83,6 +83,19 @@ def weather_api():
     server.stop()
 
 
+# The tenants' third-party API (tests/fake_http_api.py) as an HTTP tool; ${...} is filled from stack_env.
+WEATHER_TOOL = """    http_tools:
+      - name: get_weather
+        description: Current weather for a city
+        method: GET
+        url: "${WEATHER_API_URL}/v1/current?city={city}"
+        parameters: {type: object, properties: {city: {type: string}}, required: [city]}
+        headers: {X-Api-Key: "${WEATHER_API_KEY}"}
+        timeout_seconds: 5
+        allow_private_network: true
+"""
+
+
 @pytest.fixture(scope="session")
 def stack_env(data_dir, pg_url, redis_url, sandbox, fake_openai, weather_api) -> dict:
     """The environment every process of the bot gets in the tests: two tenants, each with its own database."""
@@ -95,16 +108,7 @@ tenants:
     embedding_model: local-hash
     enabled_agents: [orchestrator, db_agent, http_agent]
     config: {{business_name: Alpha Dental, timezone: Europe/London, rag_enabled: true, debounce_ms: 200}}
-    http_tools:
-      - name: get_weather
-        description: Current weather for a city
-        method: GET
-        url: "${{WEATHER_API_URL}}/v1/current?city={{city}}"
-        parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
-        headers: {{X-Api-Key: "${{WEATHER_API_KEY}}"}}
-        timeout_seconds: 5
-        allow_private_network: true
-  - tenant_id: beta
+{WEATHER_TOOL}  - tenant_id: beta
     waba_number: "{NUMBERS['beta'][:2]} {NUMBERS['beta'][2:6]}-{NUMBERS['beta'][6:]}"
     db_dsn: "${{BETA_DSN}}"
     embedding_model: local-hash
@@ -119,15 +123,7 @@ tenants:
     enabled_agents: [orchestrator, db_agent, http_agent]
     llm: {{provider: openai, model_chat: gpt-4o-mini, base_url: "${{FAKE_OPENAI_URL}}", api_key: "${{GAMMA_LLM_KEY}}"}}
     config: {{business_name: Gamma Gym, timezone: Europe/Berlin, debounce_ms: 200, max_context_tokens: 1200}}
-    http_tools:
-      - name: get_weather
-        description: Current weather for a city
-        method: GET
-        url: "${{WEATHER_API_URL}}/v1/current?city={{city}}"
-        parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
-        headers: {{X-Api-Key: "${{WEATHER_API_KEY}}"}}
-        allow_private_network: true
-  - tenant_id: delta
+{WEATHER_TOOL}  - tenant_id: delta
     waba_number: "+{NUMBERS['delta']}"
     db_dsn: "${{DELTA_DSN}}"
     embedding_model: local-hash

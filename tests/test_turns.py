@@ -81,7 +81,7 @@ def test_a_burst_is_answered_once_by_a_turn_that_sees_every_message(client, work
 def test_two_users_turns_run_side_by_side(client, worker, sandbox, fake_openai):
     """While one user's turn waits on a slow LLM, another user's turn is already being answered."""
     first, second = new_user(), new_user()
-    fake_openai.script({"delay": 3.0, "content": "slow answer"})
+    fake_openai.script({"delay": 6.0, "content": "slow answer"})
     client.post("/webhooks/infobip", json=inbound(NUMBERS["gamma"], first, {"type": "TEXT", "text": "hi slow"}),
                 headers=AUTH)
     wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "hi slow" for r in fake_openai.requests
@@ -198,7 +198,7 @@ def test_a_reminder_is_not_held_up_by_its_users_slow_turn(client, worker, sandbo
     from shared.taskqueue import TASK_DISPATCH_REMINDERS, enqueue, make_celery
 
     user = new_user()
-    fake_openai.script({"delay": 4.0, "content": "slow answer"})
+    fake_openai.script({"delay": 6.0, "content": "slow answer"})
     client.post("/webhooks/infobip", json=inbound(NUMBERS["gamma"], user, {"type": "TEXT", "text": "hi there"}),
                 headers=AUTH)
     wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "hi there" for r in fake_openai.requests

@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, reject_unknown_keys
 
 REENGAGE = "reengage"
 PLACEHOLDER_FIELDS = ("text", "name", "business_name")
@@ -45,9 +45,7 @@ def parse_templates(raw: Any, where: str) -> dict[str, Template]:
 def _parse_one(key: str, doc: Any, where: str) -> Template:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where} must be a mapping with name, language and placeholders")
-    unknown = sorted(set(doc) - TEMPLATE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
+    reject_unknown_keys(doc, TEMPLATE_KEYS, where)
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}.name must be the template name: lower-case letters, digits and '_'")

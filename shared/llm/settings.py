@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, reject_unknown_keys
 from shared.settings import LLM_PROVIDERS, Settings
 
 LLM_KEYS = {"provider", "model_chat", "base_url", "api_key", "api_keys", "api_key_envs", "fallback", "timeout",
@@ -84,9 +84,7 @@ def parse_llm_block(doc: Any, settings: Settings, *, where: str, model_embed: st
         raise ConfigError(f"{where}: llm must be a mapping")
     field_where = f"{where}: llm" if allow_fallback else f"{where}: llm.fallback"
     allowed = LLM_KEYS if allow_fallback else FALLBACK_KEYS
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ConfigError(f"{field_where} has unknown field(s) {', '.join(unknown)}")
+    reject_unknown_keys(doc, allowed, field_where)
 
     provider = (_text(doc, "provider", field_where) or settings.llm_provider or "mock").lower()
     if provider not in LLM_PROVIDERS:

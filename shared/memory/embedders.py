@@ -17,7 +17,7 @@ import re
 from functools import lru_cache
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, reject_unknown_keys
 from shared.llm.base import LLMError
 from shared.tenants import Tenant
 
@@ -125,9 +125,7 @@ def _embedding_block(tenant: Tenant) -> Mapping[str, Any]:
     where = f"tenant {tenant.tenant_id}"
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: embedding must be a mapping with provider, base_url, api_key")
-    unknown = sorted(set(block) - EMBEDDING_BLOCK_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) embedding.{', embedding.'.join(unknown)}")
+    reject_unknown_keys(block, EMBEDDING_BLOCK_KEYS, where, prefix="embedding.")
     for key in EMBEDDING_BLOCK_KEYS:
         if block.get(key) is not None and not isinstance(block[key], str):
             raise ConfigError(f"{where}: embedding.{key} must be a string")

@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, reject_unknown_keys
 from shared.tenants import Tenant
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 from shared.tools.netguard import FetchError, fetch
@@ -220,9 +220,7 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
     if not isinstance(name, str) or not NAME.match(name):
         raise ConfigError(f"tenant {tenant_id}: http_tools[{index}].name must be 1-64 letters, digits, '_' or '-'")
     where = f"tenant {tenant_id} http tool {name}"
-    unknown = sorted(set(doc) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    reject_unknown_keys(doc, KEYS, where)
 
     description = doc.get("description")
     if not isinstance(description, str) or not description.strip():
