@@ -25,7 +25,8 @@ def cmd_check(_args) -> int:
         validate_agents(t)
         tools = build_registry(t)
         tenant_limits(t)
-        embedder_for(t)
+        if t.vector_store != "sql_fallback":
+            embedder_for(t)
         print(f"{t.tenant_id}: tools={','.join(tools.names())}")
         print(f"{t.tenant_id}: +{t.waba_number} llm={t.llm.provider}/{t.llm.model_chat} "
               f"vector_store={t.vector_store} agents={','.join(t.enabled_agents)}")

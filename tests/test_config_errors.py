@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 import requests
 
 from helpers import NUMBERS, WEBHOOK_TOKEN, new_user
@@ -77,3 +78,21 @@ def test_sandbox_messages_never_skips_a_reply_recorded_while_it_answers():
         assert len(seen) == total and len(set(seen)) == total
     finally:
         box.stop()
+
+
+def test_a_deepseek_tenant_on_the_sql_fallback_needs_no_embedding_key(stack_env, monkeypatch, settings):
+    """DeepSeek has no embeddings API; a tenant that never embeds must still start."""
+    for key in ("REDIS_URL", "WEBHOOK_VERIFY_TOKEN", "TENANTS_FILE", "LLM_PROVIDER"):
+        monkeypatch.setenv(key, stack_env[key])
+    monkeypatch.delenv("EMBEDDING_API_KEY", raising=False)
+    from shared.errors import ConfigError
+    from shared.tenants import parse_tenants
+    from workers.runtime import Runtime
+
+    doc = {"tenant_id": "ds", "waba_number": "+1 555 0177", "db_dsn": "postgresql://u@h/ds",
+           "embedding_model": "text-embedding-3-small", "llm": {"provider": "deepseek", "api_key": "ds-key"}}
+    fallback = parse_tenants({"tenants": [{**doc, "vector_store": "sql_fallback"}]}, settings, {})
+    Runtime(settings=settings, tenants=fallback).check()  # starts
+    vector = parse_tenants({"tenants": [doc]}, settings, {})
+    with pytest.raises(ConfigError, match="tenant ds"):
+        Runtime(settings=settings, tenants=vector).check()  # would embed: needs a key, says so at start-up

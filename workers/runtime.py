@@ -38,7 +38,9 @@ class Runtime:
     def memory(self, tenant: Tenant) -> MemoryStore:
         with self._lock:
             if tenant.tenant_id not in self._memories:
-                self._memories[tenant.tenant_id] = MemoryStore(tenant, embedder_for(tenant))
+                # sql_fallback tenants never embed: they need no embedding provider (nor its key)
+                embedder = None if tenant.vector_store == "sql_fallback" else embedder_for(tenant)
+                self._memories[tenant.tenant_id] = MemoryStore(tenant, embedder)
             return self._memories[tenant.tenant_id]
 
     @cached_property
