@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlsplit
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from shared.errors import ConfigError, reject_unknown_keys
 from shared.tenants import Tenant
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 from shared.tools.netguard import FetchError, fetch
+from shared.tools.registry import object_schema_problem
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")          # what OpenAI accepts as a function name
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -256,12 +255,9 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
         raise ConfigError(f"{where}: url has a malformed placeholder (use {{name}} with letters, digits, '_')")
 
     parameters = doc.get("parameters", {"type": "object", "properties": {}})
-    if not isinstance(parameters, dict) or parameters.get("type") != "object":
-        raise ConfigError(f"{where}: parameters must be a JSON schema with type: object")
-    try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        raise ConfigError(f"{where}: parameters is not a valid JSON schema ({exc.message})") from None
+    problem = object_schema_problem(parameters)
+    if problem:
+        raise ConfigError(f"{where}: parameters {problem}")
     properties = parameters.get("properties") or {}
     required = set(parameters.get("required") or [])
     if USER_PHONE in properties:

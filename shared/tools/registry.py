@@ -103,6 +103,18 @@ def schema_problems(validator: Draft202012Validator, args: dict[str, Any]) -> li
     return problems
 
 
+def object_schema_problem(schema: Any) -> str | None:
+    """Why `schema` cannot be a tool's input schema (MCP: a JSON Schema with "type": "object" at the root), or None.
+    Shared by tool registration and the validation of tenants' `http_tools` at start-up."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return "must be a JSON schema with type: object"
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return f"is not a valid JSON schema ({exc.message})"
+    return None
+
+
 class ToolRegistry:
     """Tools by name, in registration order. Build it, `freeze()` it, then share it between threads."""
 
@@ -126,15 +138,11 @@ class ToolRegistry:
             raise ValueError(f"tool {name} has no description")
         if not isinstance(tool.group, str) or not tool.group:
             raise ValueError(f"tool {name} has no group")
-        schema = tool.input_schema
-        if not isinstance(schema, dict) or schema.get("type") != "object":
-            raise ValueError(f"tool {name}: input_schema must have \"type\": \"object\" at the root")
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise ValueError(f"tool {name}: input_schema is not a valid JSON schema ({exc.message})") from None
+        problem = object_schema_problem(tool.input_schema)
+        if problem:
+            raise ValueError(f"tool {name}: input_schema {problem}")
         self._tools[name] = tool
-        self._validators[name] = Draft202012Validator(schema)
+        self._validators[name] = Draft202012Validator(tool.input_schema)
         return tool
 
     def freeze(self) -> "ToolRegistry":
