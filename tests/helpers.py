@@ -5,6 +5,7 @@ import itertools
 import random
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Callable
 
 INFOBIP_KEY = "test-infobip-key"
@@ -35,11 +36,19 @@ def new_user() -> str:
     return "1555" + str(next(_USERS)).zfill(10)
 
 
-def inbound(to: str, sender: str, message: dict, message_id: str | None = None, name: str = "Test User") -> dict:
+def infobip_time(when: datetime | None = None) -> str:
+    """`when` (default: now) in Infobip's timestamp format, e.g. 2026-11-25T10:10:00.000+0000."""
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}+0000"
+
+
+def inbound(to: str, sender: str, message: dict, message_id: str | None = None, name: str = "Test User",
+            received_at: datetime | None = None) -> dict:
+    """One inbound WhatsApp message as Infobip posts it, stamped with the time it is sent unless told otherwise."""
     return {
         "results": [{
             "from": sender, "to": to, "integrationType": "WHATSAPP",
-            "receivedAt": "2026-11-25T10:10:00.000+0000",
+            "receivedAt": infobip_time(received_at),
             "messageId": message_id or f"ib-{uuid.uuid4()}",
             "message": message,
             "contact": {"name": name},
