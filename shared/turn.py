@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from shared.clock import utcnow
@@ -118,7 +118,7 @@ class TurnOutcome:
 def _pending(conn, user_id: int) -> list[dict]:
     return conn.execute(
         """
-        SELECT id, body, message_type, payload, infobip_message_id, request_id,
+        SELECT id, body, message_type, payload, infobip_message_id, request_id, received_at,
                (extract(epoch FROM clock_timestamp() - created_at) * 1000)::bigint AS age_ms
         FROM messages WHERE user_id = %s AND role = 'user' AND status = 'received' ORDER BY id
         """,
@@ -156,6 +156,25 @@ def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: li
             if text:
                 m["body"] = f"[voice note] {text}"
                 conn.execute("UPDATE messages SET body = %s WHERE id = %s", (m["body"], m["id"]))
+
+
+SAID_AT_MAX_LAG = timedelta(hours=6)  # older than this (an outage), the words are read at the turn's own time
+
+
+def said_at(received_at: datetime | None, now: datetime) -> datetime:
+    """When the user wrote the newest message of the turn: the moment "tomorrow" and "in 2 hours" are read from.
+    A message written at 23:59:58 and answered at 00:00:03 still means the day after the day it was written.
+    Infobip's `receivedAt` is trusted within bounds: never later than now, never more than SAID_AT_MAX_LAG old."""
+    if received_at is None or received_at > now or now - received_at > SAID_AT_MAX_LAG:
+        return now
+    return received_at
+
+
+def clock_from(start: datetime, clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """A clock that reads `start` now and runs at the pace of `clock`: the turn's tools see the same "now" as the
+    prompt, so "this week" and a due time's "not in the past" agree with what the model was told."""
+    offset = clock() - start
+    return lambda: clock() - offset
 
 
 TURN_LOCK = 0x7475726E  # "turn": advisory lock class of the per-user turn lock
@@ -212,6 +231,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str
         _acknowledge(tenant, deps, phone, rows)
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
+        spoken = said_at(rows[-1]["received_at"], now)
         llm = deps.llm_for(tenant, conn)
         _transcribe(conn, tenant, deps, llm, rows, calls)
         texts = [m["body"] for m in rows if m["body"]]
@@ -225,7 +245,8 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str
             history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
             answer = respond(tenant=tenant, conn=conn, llm=llm,
                              registry=deps.registry_for(tenant), memory=deps.memory_for(tenant), user_id=user_id,
-                             phone=phone, text="\n".join(texts), history=history, now=now, clock=deps.clock,
+                             phone=phone, text="\n".join(texts), history=history, now=spoken,
+                             clock=clock_from(spoken, deps.clock),
                              request_id=request_id, calls=calls)
             reply = answer.text
             prompt = sum(c.prompt_tokens for c in answer.calls)

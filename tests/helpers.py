@@ -58,4 +58,14 @@ def inbound(to: str, sender: str, message: dict, message_id: str | None = None, 
     }
 
 
+def delivery_report(message_id: str, phone: str, group: str, name: str, error: dict | None = None) -> dict:
+    """One delivery report as Infobip posts it to the status webhook, sent and done a moment ago."""
+    return {"results": [{
+        "bulkId": None, "messageId": message_id, "to": phone, "sentAt": infobip_time(), "doneAt": infobip_time(),
+        "messageCount": 1, "price": {"pricePerMessage": 0, "currency": "EUR"},
+        "status": {"groupId": 3, "groupName": group, "id": 5, "name": name, "description": "x"},
+        "error": error or {"groupId": 0, "groupName": "OK", "id": 0, "name": "NO_ERROR", "description": "No Error",
+                           "permanent": False}}]}
+
+
 AUTH = {"X-Webhook-Token": WEBHOOK_TOKEN}

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from helpers import AUTH, new_user, wait_for
+from helpers import AUTH, delivery_report, new_user, wait_for
 from shared.db import repo
 from shared.db.pools import TenantPools
 from shared.errors import ConfigError
@@ -97,22 +97,13 @@ def settled(db, tenant_id: str, phone: str, count: int, statuses=("sent",)) -> l
         raise AssertionError(f"{exc}; rows: {found}") from None
 
 
-def delivery_report(message_id: str, phone: str, group: str, name: str, error: dict | None = None) -> dict:
-    return {"results": [{
-        "bulkId": None, "messageId": message_id, "to": phone, "sentAt": "2026-11-25T10:10:01.000+0000",
-        "doneAt": "2026-11-25T10:10:02.000+0000", "messageCount": 1,
-        "price": {"pricePerMessage": 0, "currency": "EUR"},
-        "status": {"groupId": 3, "groupName": group, "id": 5, "name": name, "description": "x"},
-        "error": error or {"groupId": 0, "groupName": "OK", "id": 0, "name": "NO_ERROR", "description": "No Error",
-                           "permanent": False}}]}
-
-
 NO_SESSION = {"groupId": 1, "groupName": "HANDSET_ERRORS", "id": 7010, "name": "EC_NO_SESSION",
               "description": "No active session with the user", "permanent": True}
 
 
 # ---------------------------------------------------------------- retries
 
+@pytest.mark.clock
 def test_500_then_429_then_200_is_sent_once_with_one_message_id(worker, sandbox, db, tenants, celery):
     phone = new_user()
     sandbox.script({"status": 500, "to": phone}, {"status": 429, "headers": {"Retry-After": "1"}, "to": phone},
@@ -343,6 +334,7 @@ def test_split_prefers_paragraphs_then_sentences_then_words():
 
 # ---------------------------------------------------------------- the 24-hour window
 
+@pytest.mark.clock
 def test_a_reply_25_hours_after_the_last_message_goes_out_as_the_template(worker, sandbox, db, tenants, celery):
     phone, ids = reply(db, tenants, "beta", "Your bike is ready.\nPick it up today.", hours_since_inbound=25)
     enqueue_sends(celery, "beta", ids, None)
@@ -356,6 +348,7 @@ def test_a_reply_25_hours_after_the_last_message_goes_out_as_the_template(worker
                                                                              "Your bike is ready. Pick it up today."]}}}
 
 
+@pytest.mark.clock
 def test_outside_the_window_without_a_template_the_reply_is_not_sent_with_the_reason(db, tenants):
     phone, ids = reply(db, tenants, "alpha", "Are you still there?", hours_since_inbound=25)
     assert ids == []
@@ -363,6 +356,7 @@ def test_outside_the_window_without_a_template_the_reply_is_not_sent_with_the_re
     assert row["status"] == "not_sent" and "24-hour window" in row["reason"] and "template" in row["reason"]
 
 
+@pytest.mark.clock
 def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox, db, tenants, celery, client, pools):
     phone, ids = reply(db, tenants, "beta", "See you at 5pm.")
     enqueue_sends(celery, "beta", ids, None)
@@ -385,6 +379,7 @@ def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox,
     assert [r["status"] for r in rows_of(db, "beta", phone)] == ["undeliverable", "undeliverable"]
 
 
+@pytest.mark.clock
 def test_a_message_waiting_for_a_reply_that_falls_back_to_the_template_comes_after_the_template(
         sandbox, db, tenants, pools):
     """Part 1 of a long reply is accepted, then reported undeliverable (window closed) before the other parts went
@@ -461,6 +456,7 @@ def test_a_report_that_arrives_before_its_message_is_applied_later(worker, sandb
 
 # ---------------------------------------------------------------- reminders
 
+@pytest.mark.clock
 def test_two_dispatchers_send_each_of_100_due_reminders_exactly_once(worker, sandbox, db, celery):
     phone = new_user()
     with db("alpha") as conn, conn.transaction():
@@ -477,6 +473,7 @@ def test_two_dispatchers_send_each_of_100_due_reminders_exactly_once(worker, san
     assert texts == sorted(f"⏰ Reminder{' (late)' if i % 2 == 0 else ''}: reminder {i}" for i in range(100))
 
 
+@pytest.mark.clock
 def test_a_reminder_outside_the_window_goes_out_as_the_template(worker, sandbox, db, celery):
     phone = new_user()
     with db("beta") as conn:

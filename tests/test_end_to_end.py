@@ -2,6 +2,7 @@
 import json
 import uuid
 
+import pytest
 import requests
 
 from helpers import AUTH, INFOBIP_KEY, NUMBERS, inbound, new_user, wait_for
@@ -11,6 +12,7 @@ def sends_to(sandbox, user):
     return [r for r in sandbox.requests(path="/whatsapp/1/message/text") if (r["json"] or {}).get("to") == user]
 
 
+@pytest.mark.clock
 def test_hello_becomes_a_whatsapp_reply(web, worker, sandbox, db):
     user = new_user()
     body = inbound(NUMBERS["alpha"], user, {"type": "TEXT", "text": "hello"}, name="Ana")

@@ -88,6 +88,7 @@ def test_chat_answers_and_tool_calls_are_parsed(fake, secret_logs):
     assert answer.content.startswith("Hello! I'm the assistant of Gamma Gym")
     assert answer.usage.total_tokens > 0 and answer.model == "gpt-4o-mini" and answer.provider == "openai"
 
+    # the date is only parsed and compared as text here, never against today
     fake.script({"tool_calls": [{"name": "set_reminder", "arguments": {"text": "dentist", "due_at": "2026-11-26"}}]})
     result = llm.chat([{"role": "user", "content": "remind me about the dentist tomorrow"}], tools=TOOLS)
     assert result.content is None and result.finish_reason == "tool_calls"

@@ -1,9 +1,10 @@
 """Delivery/seen reports update the outbox row; Infobip errors are stored with Infobip's body; reminders send."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import requests
 
-from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
+from helpers import AUTH, NUMBERS, delivery_report, inbound, infobip_time, new_user, wait_for
 from shared.infobip.errors import parse_error
 
 
@@ -14,43 +15,35 @@ def reply_to(sandbox, web, user, text="hello"):
                              if r["json"]["to"] == user], what="reply")[0]
 
 
-def report(message_id, user, group, name, error=None):
-    item = {"bulkId": None, "messageId": message_id, "to": user, "sentAt": "2026-11-25T10:10:01.000+0000",
-            "doneAt": "2026-11-25T10:10:02.000+0000", "messageCount": 1,
-            "price": {"pricePerMessage": 0, "currency": "EUR"},
-            "status": {"groupId": 3, "groupName": group, "id": 5, "name": name, "description": "x"},
-            "error": error or {"groupId": 0, "groupName": "OK", "id": 0, "name": "NO_ERROR",
-                               "description": "No Error", "permanent": False}}
-    return {"results": [item]}
-
-
 def outbound_row(db, message_id, status):
     with db("alpha") as conn:
         return wait_for(lambda: conn.execute("SELECT * FROM outbound_messages WHERE message_id = %s AND status = %s",
                                              (message_id, status)).fetchone(), what=f"outbound status {status}")
 
 
+@pytest.mark.clock
 def test_delivered_then_late_pending_then_seen(web, worker, sandbox, db):
     user = new_user()
     mid = reply_to(sandbox, web, user)["json"]["messageId"]
     outbound_row(db, mid, "sent")
-    r = requests.post(f"{web}/webhooks/infobip/status", json=report(mid, user, "DELIVERED", "DELIVERED_TO_HANDSET"),
+    r = requests.post(f"{web}/webhooks/infobip/status", json=delivery_report(mid, user, "DELIVERED", "DELIVERED_TO_HANDSET"),
                       headers=AUTH, timeout=5)
     assert r.status_code == 200 and r.json()["accepted"] == 1
     row = outbound_row(db, mid, "delivered")
     assert row["delivered_at"] is not None
     # a PENDING that arrives late never moves the message back
-    requests.post(f"{web}/webhooks/infobip/status", json=report(mid, user, "PENDING", "PENDING_ENROUTE"),
+    requests.post(f"{web}/webhooks/infobip/status", json=delivery_report(mid, user, "PENDING", "PENDING_ENROUTE"),
                   headers=AUTH, timeout=5).raise_for_status()
+    seen_at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=5)
     seen = {"results": [{"messageId": mid, "from": user, "to": NUMBERS["alpha"],
-                         "sentAt": "2026-11-25T10:10:01.000+0000", "seenAt": "2026-11-25T10:11:00.000+0000"}]}
+                         "sentAt": infobip_time(seen_at - timedelta(seconds=20)), "seenAt": infobip_time(seen_at)}]}
     requests.post(f"{web}/webhooks/infobip", json=seen, headers=AUTH, timeout=5).raise_for_status()
     row = outbound_row(db, mid, "seen")
-    assert row["seen_at"] == datetime(2026, 11, 25, 10, 11, tzinfo=timezone.utc)
+    assert row["seen_at"] == seen_at
 
 
 def test_report_for_an_unknown_tenant_is_ignored(client):
-    resp = client.post("/webhooks/infobip/status", json=report("nobody.123", "1555", "DELIVERED", "X"), headers=AUTH)
+    resp = client.post("/webhooks/infobip/status", json=delivery_report("nobody.123", "1555", "DELIVERED", "X"), headers=AUTH)
     assert resp.status_code == 200 and resp.get_json()["ignored"] == 1
 
 
@@ -76,6 +69,7 @@ def test_error_bodies_of_both_formats_parse():
     assert parse_error(None, None).retryable
 
 
+@pytest.mark.clock
 def test_a_due_reminder_is_sent_once_and_marked_late(worker, sandbox, db, settings):
     from shared.taskqueue import TASK_DISPATCH_REMINDERS, enqueue, make_celery
 
