@@ -214,3 +214,16 @@ def test_said_at_trusts_received_at_only_within_bounds():
     ticks = iter([now, now + timedelta(seconds=2)])
     clock = clock_from(before_midnight, lambda: next(ticks))
     assert clock() == before_midnight + timedelta(seconds=2)
+
+
+def test_elapsed_hours_cross_a_daylight_saving_change_as_real_hours():
+    """Found by the moved-clock guard: "in 4 hours" at 22:00 the night London springs forward is 03:00 BST."""
+    from shared.llm.timephrases import parse_when
+
+    london = ZoneInfo("Europe/London")
+    night = datetime(2027, 3, 27, 22, 0)  # local, GMT
+    due = parse_when("remind me in 4 hours", night, london)
+    assert due == datetime(2027, 3, 28, 2, 0, tzinfo=timezone.utc).astimezone(london)
+    assert due.isoformat() == "2027-03-28T03:00:00+01:00"
+    assert parse_when("remind me tomorrow at 2 PM", night, london) == datetime(2027, 3, 28, 14, 0)  # wall clock
+    assert parse_when("in 2 days", night, london) == datetime(2027, 3, 29, 22, 0)

@@ -13,12 +13,13 @@ import math
 import re
 from datetime import datetime, timedelta
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.llm.base import ChatResult, ToolCall, Usage
 from shared.llm.timephrases import human_when, parse_when, strip_when
 
 _GREETING = re.compile(r"^\s*(hi|hello|hey|hola|good (morning|afternoon|evening))\b", re.I)
-_NOW = re.compile(r"Now it is \w+ (\d{4}-\d{2}-\d{2} \d{2}:\d{2})")
+_NOW = re.compile(r"Now it is \w+ (\d{4}-\d{2}-\d{2} \d{2}:\d{2})(?: \(([^)]+)\))?")
 _INTENT_PROMPT = re.compile(r"Classify the user's message", re.I)
 
 
@@ -37,8 +38,18 @@ def _business_name(system: str) -> str:
 
 
 def _now(system: str) -> datetime:
+    """The local (naive) time the system prompt gives; the machine's time only when there is none."""
     found = _NOW.search(system)
     return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M") if found else datetime.now().replace(microsecond=0)
+
+
+def _zone(system: str) -> ZoneInfo | None:
+    """The tenant's time zone the system prompt names, so elapsed times ("in 4 hours") cross DST correctly."""
+    found = _NOW.search(system)
+    try:
+        return ZoneInfo(found.group(2)) if found and found.group(2) else None
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
 
 
 def _tool_names(tools: Sequence[dict[str, Any]] | None) -> dict[str, dict]:
@@ -89,7 +100,7 @@ class MockProvider:
     def _plan(self, text: str, tools: dict[str, dict], system: str) -> list[ToolCall]:
         low = text.lower()
         now = _now(system)
-        when = parse_when(text, now)
+        when = parse_when(text, now, _zone(system))
         remind = re.search(r"\bremind me(?: to| about| that)?\s+(.*)", text, re.I)
         if remind and "set_reminder" in tools:
             what = strip_when(remind.group(1)) or "your reminder"

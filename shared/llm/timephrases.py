@@ -6,7 +6,7 @@ times in the tenant's timezone.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _TIME = re.compile(r"\b(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*(a\.?m\.?|p\.?m\.?)(?![a-z])|\bat\s+(\d{1,2}):(\d{2})\b|\b(noon|midnight)\b",
@@ -57,14 +57,21 @@ def parse_day(text: str, today: date) -> date | None:
     return None
 
 
-def parse_when(text: str, now: datetime) -> datetime | None:
-    """A local (naive) datetime for the phrase, relative to `now` (local, naive), or None when it names no time."""
+def parse_when(text: str, now: datetime, tz: tzinfo | None = None) -> datetime | None:
+    """A local datetime for the phrase, relative to `now` (local, naive), or None when it names no time.
+
+    Days are wall-clock days ("tomorrow at 2 PM", "in 2 days": the same local time), so the result is naive.
+    Minutes and hours are elapsed time: with the zone `tz` the result is aware, so "in 4 hours" across a
+    daylight-saving change is 4 real hours, not 3 or 5."""
     m = _IN.search(text)
     if m:
         n = int(m.group(1)) if m.group(1).isdigit() else _WORDS[m.group(1).lower()]
         unit = m.group(2).lower()
         delta = {"minute": timedelta(minutes=n), "min": timedelta(minutes=n), "hour": timedelta(hours=n),
                  "day": timedelta(days=n), "week": timedelta(weeks=n)}[unit]
+        if tz is not None and unit in ("minute", "min", "hour"):
+            elapsed = now.replace(tzinfo=tz).astimezone(timezone.utc) + delta
+            return elapsed.astimezone(tz).replace(second=0, microsecond=0)
         return (now + delta).replace(second=0, microsecond=0)
     day = parse_day(text, now.date())
     tod = parse_time_of_day(text)
