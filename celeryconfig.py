@@ -24,13 +24,15 @@ task_ignore_result = True            # results live in Postgres, not in the brok
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# Redis redelivers unacknowledged tasks after the visibility timeout: longer than the longest task
-# (an LLM turn with tool calls stays well under 10 minutes; time limits below enforce it).
-# A killed worker's unacknowledged tasks are restored by the next scan after that (every
-# CELERY_RESTORE_INTERVAL seconds; kombu's default throttle would make it ten times rarer). Turns left behind
-# earlier than that are picked up by the `recover_stalled` sweep.
+# Redis redelivers a task a worker took but never acknowledged (killed, or lost its connection) after the
+# visibility timeout: 6 minutes by default, longer than any countdown we give a task (300 s at most: Infobip
+# send retries; a countdown longer than the timeout would hand the waiting task to a second worker) and than a
+# turn normally runs. The next scan after that (every CELERY_RESTORE_INTERVAL seconds; kombu's default throttle
+# would make it ten times rarer) restores it. Tasks lost outright (a worker killed between kombu's BRPOP and its
+# unacked bookkeeping) are re-driven by `redrive_accepted` (shared/accepted.py) after ACCEPTED_REDRIVE_SECONDS,
+# and turns left behind by the `recover_stalled` sweep.
 broker_transport_options = {
-    "visibility_timeout": _seconds("CELERY_VISIBILITY_TIMEOUT", "3600"),
+    "visibility_timeout": _seconds("CELERY_VISIBILITY_TIMEOUT", "360"),
     "unacked_restore_interval": _seconds("CELERY_RESTORE_INTERVAL", "10"),
     "unacked_restore_throttle": 1,
     "socket_timeout": 5,
@@ -60,6 +62,11 @@ beat_schedule = {
     "dispatch-due-reminders": {
         "task": "wabot.scheduled.dispatch_reminders",
         "schedule": _seconds("REMINDER_DISPATCH_SECONDS", "30"),
+        "options": {"queue": "scheduled", "expires": 25},
+    },
+    "redrive-accepted-work": {
+        "task": "wabot.scheduled.redrive_accepted",
+        "schedule": _seconds("ACCEPTED_SWEEP_SECONDS", "30"),
         "options": {"queue": "scheduled", "expires": 25},
     },
     "recover-stalled-work": {

@@ -1,5 +1,19 @@
-"""gunicorn settings for the ingress. Requests only validate and enqueue, so sync workers are fast enough
-(about 4,300 req/s on 2 cores); raise WEB_CONCURRENCY on bigger machines."""
+"""gunicorn settings for the ingress.
+
+Requests only validate and enqueue (Redis, a few milliseconds), but clients may be slow: a sync worker is held by
+one connection for as long as that client takes to send its headers or body, so two slow-header connections
+used to stall every valid webhook. The default worker class is therefore `gevent` (a greenlet per connection):
+a slow or idle client costs a greenlet, not a worker, and valid webhooks keep their millisecond answers.
+
+- `WEB_WORKER_CLASS` (default `gevent`): gunicorn worker class; `sync` only behind a buffering reverse proxy.
+- `WEB_WORKER_CONNECTIONS` (default 1000): connections one worker process holds at once (gevent/gthread).
+- `WEB_KEEPALIVE` (default 5 s, at least 1): how long an idle keep-alive connection stays open and, with gevent,
+  also how long a client may take to send a request line and headers before it is disconnected.
+- `WEB_CONCURRENCY` (default 2): worker processes; `APP_HOST`/`APP_PORT`: bind address.
+
+gevent monkey-patches the worker process before the app is imported (gunicorn's GeventWorker.init_process), so
+redis-py/kombu sockets and psycopg's waits (used only by the health check) yield to other greenlets.
+"""
 import os
 
 
@@ -10,7 +24,14 @@ def _env(name: str, default: str) -> str:
 
 bind = f"{_env('APP_HOST', '0.0.0.0')}:{_env('APP_PORT', '8080')}"
 workers = int(_env("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
-timeout = 30
+worker_class = _env("WEB_WORKER_CLASS", "gevent")
+worker_connections = int(_env("WEB_WORKER_CONNECTIONS", "1000"))
+# 0 would turn keep-alive off, and with it gevent's deadline for reading a request's headers: keep at least 1 s.
+keepalive = max(1, int(_env("WEB_KEEPALIVE", "5")))
+timeout = 30  # a worker silent this long is restarted (with gevent: its event loop was blocked that long)
 graceful_timeout = 20
 accesslog = None  # the app logs every webhook itself, as JSON
+# gunicorn >= 25 opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl): two instances on
+# a host would take each other's, and nothing here uses it. (Older gunicorn ignores the unknown setting.)
+control_socket_disable = True
+preload_app = False  # the app must be imported after gevent has patched the worker process (see above)

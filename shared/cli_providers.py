@@ -1,7 +1,9 @@
 """`wabot providers list|add|set-active`: a tenant's LLM provider rows (table llm_providers).
 
 Rows name environment variables that hold keys, never keys: an argument that is not a variable name is refused
-without being echoed. `set-active` makes exactly one row active in one transaction (or none with `--none`, which
+without being echoed, and so is a name outside the api_key_envs allowlist (WABOT_LLM_KEY_* or LLM_KEY_ENVS_ALLOWED,
+never INFOBIP_*, WEBHOOK_*, ...: see shared.llm.settings); the workers check the same rule again when they read
+the row. `set-active` makes exactly one row active in one transaction (or none with `--none`, which
 puts tenants.yaml back in charge); running workers pick the change up within their ProviderCache TTL.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shared.errors import ConfigError
-from shared.llm.settings import ENV_NAME, PROVIDERS_NEEDING_KEY, default_chat_model
+from shared.llm.settings import ENV_NAME, PROVIDERS_NEEDING_KEY, default_chat_model, key_env_problem
 from shared.settings import LLM_PROVIDERS
 
 ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -34,8 +36,10 @@ def list_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 def add_row(conn: psycopg.Connection, *, name: str, provider: str, model: str | None = None,
             base_url: str | None = None, api_key_envs: Sequence[str] = (), fallback: str | None = None,
-            embed_model: str | None = None) -> None:
-    """Validate and insert one inactive row (commits). Raises ProviderInputError on bad input."""
+            embed_model: str | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Validate and insert one inactive row (commits). Raises ProviderInputError on bad input.
+
+    `env` (default os.environ) supplies LLM_KEY_ENVS_ALLOWED for the api_key_envs allowlist."""
     if not ROW_NAME.match(name or ""):
         raise ProviderInputError("--name must be 1-63 letters, digits, '.', '_' or '-'")
     provider = (provider or "").strip().lower()
@@ -48,6 +52,12 @@ def add_row(conn: psycopg.Connection, *, name: str, provider: str, model: str | 
         if not ENV_NAME.match(var):
             raise ProviderInputError(f"--api-key-env #{i + 1} is not an environment variable name (letters, digits, "
                                      "'_'); pass the NAME of the variable that holds the key, never the key")
+        try:
+            problem = key_env_problem(var, os.environ if env is None else env)
+        except ConfigError as exc:  # a malformed LLM_KEY_ENVS_ALLOWED: names the setting, never a value
+            raise ProviderInputError(str(exc)) from None
+        if problem:
+            raise ProviderInputError(f"--api-key-env: {problem}")
     if provider in PROVIDERS_NEEDING_KEY and not envs:
         raise ProviderInputError(f"provider {provider} needs --api-key-env VAR (a variable holding its key)")
     for label, value in (("--model", model), ("--embed-model", embed_model)):

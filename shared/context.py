@@ -1,6 +1,8 @@
 """The prompt of one turn: system prompt + retrieved memories + as much recent history as fits the budget.
 
-Older turns are left out, never sent whole: after 500 messages a prompt costs what it cost after 20.
+Older turns are left out, never sent whole: after 500 messages a prompt costs what it cost after 20. No single
+text is sent whole either: the user's message, each history row and (in the tool loop, via `fit_messages`) each
+tool result are clipped with a visible marker, so every model call fits the tenant's `max_context_tokens`.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from shared.tenants import Tenant
-from shared.tokens import estimate_message
+from shared.tokens import MIN_CLIP_TOKENS, clip_text, estimate_message, estimate_messages, estimate_text
 
 MEMORY_HEADER = "What you know about this user (from earlier conversations):"
 
@@ -35,12 +37,6 @@ def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = ()) -
     return text
 
 
-def clip_text(text: str, max_tokens: int) -> str:
-    """A user text longer than `max_tokens` keeps its end (the newest words of a burst), marked as clipped."""
-    limit = max(16, max_tokens) * 4
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
-
-
 def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]], user_text: str,
                  memories: Sequence[str] = (), budget: int | None = None) -> Prompt:
     """`history` is oldest first, as rows with `role` and `body`; the newest turns that fit are kept."""
@@ -55,7 +51,8 @@ def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]
     used = estimate_message(system) + estimate_message(user)
     kept: list[dict[str, Any]] = []
     for row in reversed(history):
-        message = {"role": row["role"], "content": row["body"]}
+        # One huge old message must not push every other turn out: each row gets at most a quarter.
+        message = {"role": row["role"], "content": clip_text(row["body"] or "", budget // 4)}
         cost = estimate_message(message)
         if used + cost > budget:
             break
@@ -66,3 +63,38 @@ def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]
     while kept and kept[0]["role"] != "user":
         used -= estimate_message(kept.pop(0))
     return Prompt([system, *kept, user], len(kept), len(history) - len(kept), used)
+
+
+def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The messages of one model call, made to fit `budget` tokens (by `shared.tokens` estimates).
+
+    The tool loop appends the model's tool calls and the tools' results to a prompt that fitted when the turn
+    began; this keeps each later call within budget too. First the oldest history before this turn's user
+    message goes (the window then starts at a user message), then the longest texts after the system prompt
+    are clipped, largest first, down to `MIN_CLIP_TOKENS` each. Guarantee: the result fits unless the system
+    prompt and tool-call arguments alone do not (they are never cut: arguments must stay the model's JSON).
+    The input list is not changed."""
+    out = list(messages)
+    over = estimate_messages(out) - budget
+    if over <= 0:
+        return out
+    first = 1 if out and out[0].get("role") == "system" else 0
+    last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=first)
+    dropped = 0
+    while over > 0 and first < last_user:
+        over -= estimate_message(out.pop(first))
+        last_user -= 1
+        dropped += 1
+    while dropped and first < last_user and out[first].get("role") != "user":  # no orphan assistant first
+        over -= estimate_message(out.pop(first))
+        last_user -= 1
+    clippable = [i for i in range(first, len(out)) if isinstance(out[i].get("content"), str)]
+    while over > 0 and clippable:
+        i = max(clippable, key=lambda k: len(out[k]["content"]))
+        before = estimate_text(out[i]["content"])
+        target = max(MIN_CLIP_TOKENS, before - over)
+        if target >= before:
+            break  # every text is down to its floor: nothing more can go
+        out[i] = {**out[i], "content": clip_text(out[i]["content"], target)}
+        over -= before - estimate_text(out[i]["content"])
+    return out

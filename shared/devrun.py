@@ -99,10 +99,10 @@ def run_dev(with_flower: bool = True) -> int:
                      "webhook_token": settings.webhook_verify_token, "pid": os.getpid()})
         print(f"dev: webhook at {app_url}/webhooks/infobip; talk to the bot with `.venv/bin/wabot chat`; "
               "Ctrl-C stops everything", flush=True)
-        while True:
-            exited = sup.first_exit()
-            if exited:
-                print(f"dev: process {exited[0]} exited with code {exited[1]}; stopping", flush=True)
+        while True:  # a crashed child is restarted with backoff; only one that keeps crashing stops the stack
+            failure = sup.poll()
+            if failure:
+                print(f"dev: {failure}; stopping", flush=True)
                 return 1
             time.sleep(0.5)
     except ConfigError as exc:

@@ -122,17 +122,46 @@ def start_redis(data_dir: Path) -> Embedded:
 
 
 @dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen
+    started: float
+    quick_crashes: int = 0             # crashes in a row, each after less than `stable_after` seconds up
+    restart_at: float | None = None    # set while a crashed child waits for its restart
+
+
+@dataclass
 class Supervisor:
-    """Runs child processes with prefixed output; stops them all (TERM, then KILL) on request or Ctrl-C."""
+    """Runs child processes with prefixed output. A child that exits is started again after a backoff (1 s, 2 s,
+    4 s, ... capped at `backoff_max`), so one crash (a worker that lost Redis, a bad deploy of one process) does not
+    stop the stack; the backoff starts over once a child stayed up `stable_after` seconds. Only a child that crashes
+    `max_quick_crashes` times in a row, each time quickly, makes `poll()` report failure. `stop()` (or Ctrl-C) stops
+    them all (TERM, then KILL)."""
 
     env: dict
-    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    backoff_first: float = 1.0
+    backoff_max: float = 30.0
+    stable_after: float = 30.0
+    max_quick_crashes: int = 6
+    clock: Callable[[], float] = time.monotonic
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def procs(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(child.name, child.proc) for child in self.children]
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        child = Child(name, argv, self._start(name, argv), self.clock())
+        self.children.append(child)
+        return child.proc
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, start_new_session=True)
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
-        self.procs.append((name, proc))
         return proc
 
     @staticmethod
@@ -141,12 +170,32 @@ class Supervisor:
             sys.stdout.write(f"{name:>9} | {line}")
             sys.stdout.flush()
 
-    def first_exit(self) -> tuple[str, int] | None:
-        for name, proc in self.procs:
-            code = proc.poll()
-            if code is not None:
-                return name, code
+    def poll(self) -> str | None:
+        """Restart what exited (after its backoff). Returns why the stack should stop, or None while it runs."""
+        now = self.clock()
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.proc, child.started, child.restart_at = self._start(child.name, child.argv), now, None
+                    self._say(f"restarted {child.name}")
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if now - child.started >= self.stable_after:
+                child.quick_crashes = 0  # it ran fine for a while: this crash starts a new series
+            child.quick_crashes += 1
+            if child.quick_crashes >= self.max_quick_crashes:
+                return (f"process {child.name} exited with code {code}, {child.quick_crashes} times in a row "
+                        f"within {self.stable_after:g} s of starting")
+            delay = min(self.backoff_max, self.backoff_first * 2 ** (child.quick_crashes - 1))
+            child.restart_at = now + delay
+            self._say(f"process {child.name} exited with code {code}; restarting it in {delay:g} s")
         return None
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(f"dev: {text}", flush=True)
 
     def stop(self, timeout: float = 15.0) -> None:
         for _, proc in self.procs:

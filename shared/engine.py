@@ -20,7 +20,7 @@ from shared.agents.registry import orchestrator_for
 from shared.context import build_prompt
 from shared.llm.base import LLMProvider
 from shared.tenants import Tenant
-from shared.tokens import estimate_tools
+from shared.tokens import prompt_budget
 from shared.tools.base import ToolContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,13 +62,12 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     calls = [] if calls is None else calls
     started = time.monotonic()
     http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
-    intent = classify(text, http_words, llm, calls)
+    intent = classify(text, http_words, llm, calls, max_tokens=tenant.config.max_context_tokens)
     orchestrator = orchestrator_for(tenant)
     _agent, offered = orchestrator.route(intent.name, registry, bool(tenant.config.extra.get("tool_gating", True)))
 
     # The budget covers everything sent: the offered tool schemas come off it before history is added.
-    budget = max(tenant.config.max_context_tokens - estimate_tools(registry.openai_schemas(offered)),
-                 tenant.config.max_context_tokens // 4)
+    budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(offered))
     memories: list[str] = []
     if tenant.config.rag_enabled and memory is not None:
         try:

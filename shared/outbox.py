@@ -14,7 +14,9 @@ Guarantees:
 - messages reach a user in the order they were queued: the parts of a long reply in order (part n+1 is posted
   only after Infobip accepted part n), and across messages (replies of different turns, reminders, notices) part 1
   of a new message waits for the user's newest row that was still queued. A waiting row's task ends; the task of
-  the row it waits for publishes it after that row's acceptance (or final failure) is committed;
+  the row it waits for publishes it after that row's acceptance (or final failure) is committed. The wait is
+  bounded: when the earlier message keeps failing (Infobip retries), a later message goes anyway once it waited
+  MAX_ORDER_WAIT (logged); the parts of one reply always stay in order;
 - a part that fails stops the rest of its own reply; a message that fails does not stop the next message;
 - outside the 24-hour window (with a safety margin) a message goes out as the tenant's `reengage` template, or is
   recorded `not_sent` with the reason when the tenant has none.
@@ -147,10 +149,15 @@ def enqueue_sends(celery_app: Celery, tenant_id: str, outbound_ids: list[int], r
     """Publish one send task per committed outbox row. Raises (kombu OperationalError) when Redis cannot take them;
     rows left unpublished are re-published by the stalled-send sweep (`workers.scheduled`)."""
     for outbound_id in outbound_ids:
-        payload = {"tenant_id": tenant_id, "outbound_id": int(outbound_id), "request_id": request_id}
-        if message_id:
-            payload["message_id"] = message_id
-        enqueue(celery_app, TASK_SEND, payload)
+        enqueue(celery_app, TASK_SEND, send_payload(tenant_id, outbound_id, request_id, message_id))
+
+
+def send_payload(tenant_id: str, outbound_id: int, request_id: str | None, message_id: str | None = None) -> dict:
+    """The payload of the send task of one outbox row."""
+    payload = {"tenant_id": tenant_id, "outbound_id": int(outbound_id), "request_id": request_id}
+    if message_id:
+        payload["message_id"] = message_id
+    return payload
 
 
 # ---------------------------------------------------------------- sending
@@ -158,7 +165,7 @@ def enqueue_sends(celery_app: Celery, tenant_id: str, outbound_ids: list[int], r
 @dataclass(frozen=True)
 class SendOutcome:
     status: str                  # sent | failed | retry | waiting | skipped | busy
-    delay: float | None = None   # seconds until the retry (status retry)
+    delay: float | None = None   # seconds until the retry (status retry) or the re-check (status waiting)
     error: dict | None = None
     enqueue: list[int] = field(default_factory=list)  # rows to publish now (the rows that waited for this one)
     message_id: str | None = None  # the row's Infobip messageId, to settle reports that overtook the send
@@ -197,6 +204,29 @@ def send_outbound(tenant: Tenant, pools: TenantPools, client: InfobipClient, out
                 conn.close()  # the lock ends with the session: never hand a connection holding it back to the pool
 
 
+# How long a message waits for an earlier message of the same user that Infobip keeps refusing (its retries can
+# take 17-34 minutes) before it is sent anyway: order is kept in the normal case, a stuck message holds the rest
+# for at most this long.
+MAX_ORDER_WAIT = timedelta(seconds=60)
+
+
+def _order_wait(conn: psycopg.Connection, row: dict, before: dict, now: datetime) -> float | None:
+    """Whether `row` still waits for its queued predecessor `before`: seconds until it should look again (0: no
+    re-check, the predecessor's task or the sweep publishes it), or None when it goes now (out of order, because
+    the predecessor is another message whose posts keep failing and `row` waited MAX_ORDER_WAIT).
+
+    The parts of one reply always wait for each other. A predecessor with no failed post is merely on its way
+    (its task is queued, or re-published by the sweep after a lost publish), so the order holds."""
+    if _head(before) == _head(row):
+        return 0
+    failing = conn.execute("SELECT error IS NOT NULL AS failing FROM outbound_messages WHERE id = %s",
+                           (before["id"],)).fetchone()
+    if not failing or not failing["failing"]:
+        return 0
+    left = (row["created_at"] + MAX_ORDER_WAIT - now).total_seconds()
+    return left if left > 0 else None
+
+
 def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: int, max_attempts: int,
                  retry_base: float, clock: Callable[[], datetime]) -> SendOutcome:
     with conn.transaction():  # 1. decide, and count the attempt durably before posting
@@ -209,7 +239,11 @@ def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: i
         if row["prev_id"] is not None:
             before = repo.predecessor(conn, row["prev_id"])
             if before is not None and before["status"] == "queued":
-                return SendOutcome("waiting")  # the row before it publishes this one once accepted (or failed)
+                wait = _order_wait(conn, row, before, clock())
+                if wait is not None:  # the row before it publishes this one once accepted (or failed)
+                    return SendOutcome("waiting", delay=wait or None)
+                log.warning("sending ahead of an earlier message that keeps failing",
+                            extra={"outbound_id": outbound_id, "waited_for": before["id"]})
             if before is not None and before["status"] in ("failed", "not_sent"):
                 if _head(before) == _head(row):  # an earlier part of this reply failed: stop the rest of it
                     stopped = repo.stop_queued_parts(conn, _head(row), row["part"] - 1, "not_sent",
@@ -274,8 +308,15 @@ def _release_after_failure(conn: psycopg.Connection, row: dict, reason: str) -> 
     return repo.waiting_on(conn, [row["id"], *stopped])
 
 
-def requeue_stalled(conn: psycopg.Connection, now: datetime, grace: timedelta = timedelta(minutes=10)) -> list[int]:
-    """Queued rows whose send should have happened more than `grace` ago (a publish lost after the commit, a task
-    that crashed): returns their ids to publish again after the commit. Posting stays at most once per accepted
-    message because the send locks the row and posts only `queued` rows."""
+# A queued send whose task should have run this long ago is published again by the `recover_stalled` sweep (beat,
+# every RECOVERY_SWEEP_SECONDS): a send committed during a broker outage whose process was lost goes out within
+# about STALLED_SEND_GRACE + one sweep interval of Redis coming back. Short, because a false alarm is cheap: the
+# extra task finds the row sent (or locked by the task posting it) and posts nothing.
+STALLED_SEND_GRACE = timedelta(seconds=60)
+
+
+def requeue_stalled(conn: psycopg.Connection, now: datetime, grace: timedelta = STALLED_SEND_GRACE) -> list[int]:
+    """Queued rows whose send should have happened more than `grace` ago (a publish lost after the commit or during
+    a broker outage, a task that crashed): returns their ids to publish again after the commit. Posting stays at
+    most once per accepted message because the send locks the row and posts only `queued` rows."""
     return repo.stalled_outbound(conn, now - grace)

@@ -36,6 +36,8 @@ class Settings:
     log_level: str
     max_webhook_bytes: int
     db_pool_max: int = 20  # connections per tenant database per process: size it to the worker's threads
+    accepted_redrive_seconds: int = 60  # an accepted task not done after this long, and not waiting, is re-driven
+    accepted_max_redrives: int = 8      # then it goes to the dead-letter hash (shared/accepted.py)
 
 
 def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -140,4 +142,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         log_level=_log_level(env, "LOG_LEVEL"),
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         db_pool_max=_int(env, "DB_POOL_MAX", 20, 1, 1000),
+        accepted_redrive_seconds=_int(env, "ACCEPTED_REDRIVE_SECONDS", 60, 1, 24 * 3600),
+        accepted_max_redrives=_int(env, "ACCEPTED_MAX_REDRIVES", 8, 1, 100),
     )

@@ -22,6 +22,7 @@ TASK_SEND = "wabot.outbound.send"
 TASK_APPLY_REPORT = "wabot.events.apply_report"
 TASK_DISPATCH_REMINDERS = "wabot.scheduled.dispatch_reminders"
 TASK_RECOVER = "wabot.scheduled.recover_stalled"
+TASK_REDRIVE_ACCEPTED = "wabot.scheduled.redrive_accepted"
 
 TASK_QUEUES = {
     TASK_HANDLE_INBOUND: QUEUE_INBOUND,
@@ -30,6 +31,7 @@ TASK_QUEUES = {
     TASK_APPLY_REPORT: QUEUE_EVENTS,
     TASK_DISPATCH_REMINDERS: QUEUE_SCHEDULED,
     TASK_RECOVER: QUEUE_SCHEDULED,
+    TASK_REDRIVE_ACCEPTED: QUEUE_SCHEDULED,
 }
 
 # Publishing must fail fast when Redis is down: the ingress then answers 503 and Infobip retries.
@@ -43,7 +45,9 @@ def make_celery(settings: Settings, name: str = "wabot") -> Celery:
     return app
 
 
-def enqueue(app: Celery, task_name: str, payload: dict, countdown: float | None = None) -> None:
-    """Publish one task to its queue. Returns once Redis holds it; raises kombu's OperationalError otherwise."""
+def enqueue(app: Celery, task_name: str, payload: dict, countdown: float | None = None,
+            task_id: str | None = None) -> None:
+    """Publish one task to its queue. Returns once Redis holds it; raises kombu's OperationalError otherwise.
+    `task_id` names the task (an accepted webhook's record, shared/accepted.py); Celery makes one otherwise."""
     app.send_task(task_name, kwargs={"payload": payload}, queue=TASK_QUEUES[task_name], countdown=countdown,
-                  retry=True, retry_policy=PUBLISH_RETRY)
+                  task_id=task_id, retry=True, retry_policy=PUBLISH_RETRY)

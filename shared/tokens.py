@@ -31,3 +31,25 @@ def estimate_messages(messages: Iterable[dict[str, Any]]) -> int:
 
 def estimate_tools(tools: Iterable[dict[str, Any]] | None) -> int:
     return sum(estimate_text(json.dumps(t)) for t in tools or [])
+
+
+MIN_CLIP_TOKENS = 24  # a clipped text keeps at least this much, so the marker never eats the whole text
+
+
+def clip_text(text: str, max_tokens: int) -> str:
+    """`text` cut to at most `max_tokens` (by `estimate_text`), keeping its beginning and its end (a question sits
+    at one or the other; a burst's newest words are at the end), with a marker in between that tells the model
+    (and whoever reads the prompt) how much was left out. Shorter texts come back unchanged."""
+    limit = max(MIN_CLIP_TOKENS, max_tokens) * 4
+    if len(text) <= limit:
+        return text
+    marker = f" […shortened from {len(text)} characters…] "
+    keep = max(0, limit - len(marker))
+    head = keep // 2
+    return text[:head] + marker + text[len(text) - (keep - head):]
+
+
+def prompt_budget(max_context_tokens: int, tools: Iterable[dict[str, Any]] | None) -> int:
+    """Tokens left for messages once the offered tool schemas are counted (they are sent on every call too).
+    A quarter of the budget is always left, so a tenant with many tools still has room for the user's words."""
+    return max(max_context_tokens - estimate_tools(tools), max_context_tokens // 4)

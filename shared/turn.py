@@ -286,13 +286,41 @@ def give_up(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None
                               "AND role = 'user' AND status = 'received' RETURNING id", (user_id,)).fetchall()
         if user is None or not failed:
             return []
-        text = str(tenant.config.extra.get("failure_reply") or DEFAULT_APOLOGY)
-        reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=text, reply_to=failed[-1]["id"],
-                                                 request_id=request_id)
         log.error("turn failed for good: user told, messages marked failed", extra={"messages": len(failed)})
-        return deps.queue_reply(conn, tenant, user_id=user_id, phone=user["phone"], text=text,
-                                source_message=reply_id, request_id=request_id, now=deps.clock(),
-                                last_inbound_at=user["last_inbound_at"])
+        return _apologise(conn, tenant, deps, user, failed[-1]["id"], request_id)
+
+
+def _apologise(conn, tenant: Tenant, deps: TurnDeps, user: dict, reply_to: int, request_id: str | None) -> list[int]:
+    """Store and queue the tenant's apology to `user` (a row with id, phone, last_inbound_at); the outbox ids."""
+    text = str(tenant.config.extra.get("failure_reply") or DEFAULT_APOLOGY)
+    reply_id = repo.insert_assistant_message(conn, user_id=user["id"], body=text, reply_to=reply_to,
+                                             request_id=request_id)
+    return deps.queue_reply(conn, tenant, user_id=user["id"], phone=user["phone"], text=text,
+                            source_message=reply_id, request_id=request_id, now=deps.clock(),
+                            last_inbound_at=user["last_inbound_at"])
+
+
+def _printable(value: object) -> str:
+    """A string Postgres can store: no NUL, no lone surrogates."""
+    return str(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def store_unstorable(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str | None) -> list[int]:
+    """The last resort for a message whose content cannot be stored (the ingress should have refused it): keep a
+    `failed` placeholder without the content, so the messageId is known, and queue the apology, so the user is
+    not left in silence. Returns the outbox ids to publish after the commit. Raises when even that is impossible
+    (no phone number to answer)."""
+    phone = normalize_number(_printable(result["from"]))
+    message_type = _printable((result.get("message") or {}).get("type") or "UNKNOWN")[:64].upper()
+    with deps.pools.connection(tenant) as conn:
+        user_id = repo.upsert_user(conn, phone, None, deps.clock())
+        row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=_printable(result["messageId"]),
+                                  message_type=message_type, body=None, payload={"unstorable": True},
+                                  received_at=deps.clock(), request_id=request_id, status="failed")
+        if row is None:  # stored before: answered before
+            return []
+        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+        return _apologise(conn, tenant, deps, user, row, request_id)
 
 
 def stalled_users(conn, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:

@@ -243,7 +243,7 @@ def gamma(pg_url: str, fake: FakeOpenAI, llm: dict | None, env: dict | None = No
 def test_precedence_env_then_yaml_then_active_row(pg_url, fake, monkeypatch, secret_logs):
     from shared.cli_providers import add_row, set_active
 
-    monkeypatch.setenv("GAMMA_DB_KEY", K2)
+    monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_DB", K2)
     env_only = gamma(pg_url, fake, None)
     assert (env_only.llm.provider, env_only.llm.model_chat, env_only.llm.source) == ("openai", "env-model", "env")
 
@@ -256,7 +256,7 @@ def test_precedence_env_then_yaml_then_active_row(pg_url, fake, monkeypatch, sec
         assert llm.chat(HELLO).model == "yaml-model"
 
         add_row(conn, name="db-main", provider="openai", model="db-model", base_url=fake.url,
-                api_key_envs=["GAMMA_DB_KEY"])
+                api_key_envs=["WABOT_LLM_KEY_GAMMA_DB"])
         set_active(conn, "db-main")
         conn.commit()
         assert cache.get(tenant, conn) is llm, "within the TTL running workers keep their provider"
@@ -278,24 +278,24 @@ def test_precedence_env_then_yaml_then_active_row(pg_url, fake, monkeypatch, sec
 def test_active_row_fallback_and_unset_variable(pg_url, fake, monkeypatch, secret_logs):
     from shared.cli_providers import add_row, set_active
 
-    monkeypatch.setenv("GAMMA_KEY_A", K1)
-    monkeypatch.delenv("GAMMA_KEY_MISSING", raising=False)
+    monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_A", K1)
+    monkeypatch.delenv("WABOT_LLM_KEY_GAMMA_MISSING", raising=False)
     tenant = gamma(pg_url, fake, {"max_retries": 0})
     with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
         add_row(conn, name="spare", provider="openai", model="spare-model", base_url=fake.url,
-                api_key_envs=["GAMMA_KEY_A"])
+                api_key_envs=["WABOT_LLM_KEY_GAMMA_A"])
         add_row(conn, name="main", provider="openai", model="main-model", base_url=fake.url,
-                api_key_envs=["GAMMA_KEY_A"], fallback="spare")
+                api_key_envs=["WABOT_LLM_KEY_GAMMA_A"], fallback="spare")
         set_active(conn, "main")
         llm = ProviderCache().get(tenant, conn)
         fake.script({"status": 500})
         assert answered_by(llm.chat(HELLO), llm) == ("openai", "spare-model")
 
-        add_row(conn, name="broken", provider="openai", api_key_envs=["GAMMA_KEY_MISSING"])
+        add_row(conn, name="broken", provider="openai", api_key_envs=["WABOT_LLM_KEY_GAMMA_MISSING"])
         set_active(conn, "broken")
         with pytest.raises(ConfigError) as err:
             resolve_llm(tenant, conn)
-        assert "'broken'" in str(err.value) and "GAMMA_KEY_MISSING" in str(err.value)
+        assert "'broken'" in str(err.value) and "WABOT_LLM_KEY_GAMMA_MISSING" in str(err.value)
 
 
 def broken_row_errors(records) -> list[logging.LogRecord]:
@@ -307,14 +307,14 @@ def test_an_unusable_active_row_keeps_turns_answering(pg_url, fake, monkeypatch,
     the row and the variable, without a key) once per TTL, and the fixed row is picked up at the next check."""
     from shared.cli_providers import add_row, set_active
 
-    monkeypatch.setenv("GAMMA_KEY_A", K1)
-    monkeypatch.delenv("GAMMA_KEY_MISSING", raising=False)
+    monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_A", K1)
+    monkeypatch.delenv("WABOT_LLM_KEY_GAMMA_MISSING", raising=False)
     tenant = gamma(pg_url, fake, {"model_chat": "yaml-model", "max_retries": 0})
     with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
         add_row(conn, name="good", provider="openai", model="good-model", base_url=fake.url,
-                api_key_envs=["GAMMA_KEY_A"])
+                api_key_envs=["WABOT_LLM_KEY_GAMMA_A"])
         add_row(conn, name="broken", provider="openai", model="broken-model", base_url=fake.url,
-                api_key_envs=["GAMMA_KEY_MISSING"])
+                api_key_envs=["WABOT_LLM_KEY_GAMMA_MISSING"])
 
         # A worker that already had a provider keeps it.
         clock = Clock()
@@ -326,7 +326,8 @@ def test_an_unusable_active_row_keeps_turns_answering(pg_url, fake, monkeypatch,
         assert cache.get(tenant, conn) is good
         assert good.chat(HELLO).model == "good-model"
         [logged] = broken_row_errors(secret_logs.records)
-        assert logged.tenant_id == "gamma" and "'broken'" in logged.error and "GAMMA_KEY_MISSING" in logged.error
+        assert logged.tenant_id == "gamma" and "'broken'" in logged.error
+        assert "WABOT_LLM_KEY_GAMMA_MISSING" in logged.error
 
         clock.now += 10   # within the TTL: neither re-read nor logged again
         assert cache.get(tenant, conn) is good
@@ -340,7 +341,7 @@ def test_an_unusable_active_row_keeps_turns_answering(pg_url, fake, monkeypatch,
         assert fresh.get(tenant, conn).chat(HELLO).model == "yaml-model"
 
         # The row is fixed (the variable is now set): the next check after the TTL uses it.
-        monkeypatch.setenv("GAMMA_KEY_MISSING", K2)
+        monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_MISSING", K2)
         clock.now += 31
         assert fresh.get(tenant, conn).chat(HELLO).model == "broken-model"
         assert chat_keys(fake)[-1] == K2
@@ -357,10 +358,12 @@ def test_yaml_llm_block_keys_and_errors(fake, monkeypatch):
 
     cfg = llm({"provider": "openai", "api_keys": ["${A}", "${B}"]}, {"A": K1, "B": K2})
     assert cfg.keys == (K1, K2) and cfg.api_key == K1
-    cfg = llm({"provider": "openai", "api_key_envs": ["A", "B"]}, {"A": K1, "B": K2})
+    cfg = llm({"provider": "openai", "api_key_envs": ["WABOT_LLM_KEY_A", "WABOT_LLM_KEY_B"]},
+              {"WABOT_LLM_KEY_A": K1, "WABOT_LLM_KEY_B": K2})
     assert cfg.keys == (K1, K2)
     assert_no_secret(repr(cfg))
-    for block, message in [({"provider": "openai", "api_key_envs": ["NOPE"]}, "variable NOPE"),
+    for block, message in [({"provider": "openai", "api_key_envs": ["WABOT_LLM_KEY_NOPE"]},
+                            "variable WABOT_LLM_KEY_NOPE"),
                            ({"provider": "openai", "api_key": K1, "modell": "x"}, r"unknown field\(s\) modell"),
                            ({"provider": "openai", "api_key": K1, "max_retries": -1}, "llm.max_retries"),
                            ({"provider": "openai", "api_key": K1, "fallback": {"provider": "deepseek"}},
@@ -380,7 +383,7 @@ def cli_tenant(pg_url, fake, monkeypatch, tmp_path):
         f'tenants:\n  - tenant_id: gamma\n    waba_number: "+447000000081"\n    db_dsn: "{dsn}"\n'
         f"    embedding_model: local-hash\n")
     for k, v in {**BASE_ENV, "TENANTS_FILE": str(tmp_path / "tenants.yaml"), "LLM_PROVIDER": "mock",
-                 "DATABASE_URL_DEFAULT": pg_url, "GAMMA_KEY_1": K1, "GAMMA_KEY_2": K2}.items():
+                 "DATABASE_URL_DEFAULT": pg_url, "WABOT_LLM_KEY_GAMMA_1": K1, "WABOT_LLM_KEY_GAMMA_2": K2}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     assert cli.main(["migrate", "--tenant", "gamma"]) == 0
@@ -395,19 +398,22 @@ def rows(dsn: str) -> dict[str, dict]:
 def test_cli_add_list_set_active(cli_tenant, fake, capsys):
     run = cli.main
     assert run(["providers", "add", "--tenant", "gamma", "--name", "main", "--provider", "openai", "--model",
-                "gpt-4o", "--base-url", fake.url, "--api-key-env", "GAMMA_KEY_1", "GAMMA_KEY_2"]) == 0
+                "gpt-4o", "--base-url", fake.url, "--api-key-env", "WABOT_LLM_KEY_GAMMA_1",
+                "WABOT_LLM_KEY_GAMMA_2"]) == 0
     assert run(["providers", "add", "--tenant", "gamma", "--name", "local", "--provider", "ollama"]) == 0
     assert run(["providers", "add", "--tenant", "gamma", "--name", "ds", "--provider", "deepseek",
-                "--api-key-env", "GAMMA_KEY_2", "--fallback", "local", "--embed-model", "local-hash"]) == 0
+                "--api-key-env", "WABOT_LLM_KEY_GAMMA_2", "--fallback", "local", "--embed-model", "local-hash"]) == 0
     stored = rows(cli_tenant)
-    assert stored["main"]["api_key_envs"] == ["GAMMA_KEY_1", "GAMMA_KEY_2"] and stored["ds"]["fallback"] == "local"
+    assert stored["main"]["api_key_envs"] == ["WABOT_LLM_KEY_GAMMA_1", "WABOT_LLM_KEY_GAMMA_2"]
+    assert stored["ds"]["fallback"] == "local"
     assert not any(r["is_active"] for r in stored.values())
     capsys.readouterr()
 
     assert run(["providers", "list", "--tenant", "gamma"]) == 0
     out = capsys.readouterr().out
     assert "no active row; tenants.yaml is in effect" in out
-    assert "main: openai/gpt-4o" in out and "keys=GAMMA_KEY_1,GAMMA_KEY_2" in out and "fallback=local" in out
+    assert "main: openai/gpt-4o" in out and "keys=WABOT_LLM_KEY_GAMMA_1,WABOT_LLM_KEY_GAMMA_2" in out
+    assert "fallback=local" in out
 
     assert run(["providers", "set-active", "--tenant", "gamma", "main"]) == 0
     assert run(["providers", "set-active", "--tenant", "gamma", "ds"]) == 0

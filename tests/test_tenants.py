@@ -114,7 +114,8 @@ def test_file_errors(tmp_path):
 def test_example_file_is_valid():
     from shared.devstack import ROOT
 
-    env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x", "OPENAI_KEY_1": "k1", "OPENAI_KEY_2": "k2",
+    env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x", "WABOT_LLM_KEY_ACME_1": "k1",
+           "WABOT_LLM_KEY_ACME_2": "k2",
            "DEEPSEEK_API_KEY": "ds", "WEATHER_API_KEY": "w",
            "OPENAI_API_KEY": "sk-x", "GLOBEX_DB_DSN": "postgresql://u@h/globex", "GLOBEX_WEBHOOK_TOKEN": "g"}
     reg = load_tenants(SETTINGS, str(ROOT / "tenants.yaml.example"), env=env)

@@ -9,9 +9,14 @@ from shared.db.migrate import migrate_tenant
 from shared.log import configure_logging
 from shared.settings import load_settings
 from shared.taskqueue import make_celery
+from workers import broker
 
+broker.install()  # before any broker connection: a Redis restart must not kill the worker (see workers/broker.py)
 app = make_celery(load_settings(), name="workers")
 app.conf.include = ["workers.inbound", "workers.outbound", "workers.events", "workers.scheduled"]
+# Reconnect to the broker for as long as it stays away (celery's default gives up after 100 attempts, about 45 minutes
+# at its 30-second cap, and the worker exits). Set here, for every `-A workers` process (workers, beat, flower).
+app.conf.broker_connection_max_retries = None
 
 
 @signals.setup_logging.connect

@@ -1,20 +1,34 @@
 """The base class of every task: logging context from the payload, timing, and the context cleared afterwards."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
+import redis
 from celery import Task
 
+from shared import accepted
 from shared import log as logctx
+from shared.redis_conn import redis_client
 
 log = logging.getLogger("workers")
+
+
+@functools.cache
+def worker_redis() -> redis.Redis:
+    from workers.runtime import get_runtime
+
+    return redis_client(get_runtime().settings.redis_url)
 
 
 class WabotTask(Task):
     abstract = True
     # Tasks acknowledge after running (celeryconfig): a killed worker's task is redelivered (at-least-once),
     # so every task body must be idempotent.
+    # True for the tasks the webhook records before it answers 2xx (shared/accepted.py): once such a task has
+    # returned, its durable part is done and its record is forgotten, so the sweep will not publish it again.
+    confirms_accepted = False
 
     def __call__(self, *args, **kwargs):
         payload = kwargs.get("payload") or {}
@@ -23,13 +37,21 @@ class WabotTask(Task):
                     message_id=payload.get("message_id"), task=self.name, task_id=self.request.id)
         started = time.monotonic()
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
+            if self.confirms_accepted and self.request.id:
+                accepted.forget_quietly(worker_redis(), [self.request.id])
+            return result
         finally:
             log.debug("task finished", extra={"duration_ms": int((time.monotonic() - started) * 1000)})
             logctx.clear()
 
 
-def backoff(retries: int, base: float = 2.0, cap: float = 300.0) -> float:
+# A retry's countdown stays below the broker's visibility timeout (celeryconfig, 300 s by default): kombu would
+# otherwise hand a task a worker holds for its countdown to a second worker.
+RETRY_CAP_SECONDS = 240.0
+
+
+def backoff(retries: int, base: float = 2.0, cap: float = RETRY_CAP_SECONDS) -> float:
     """Exponential backoff with full jitter, so retries of many tasks do not arrive together."""
     import random
 

@@ -4,8 +4,8 @@ A report for a message we do not know yet is kept (pending_reports) and applied 
 result: nothing is dropped, and no worker waits for it.
 
 Guarantee: a report is not dropped while its tenant database is away. Applying it is idempotent, so the task is
-retried without limit (max_retries=None), with a full-jitter backoff capped at 5 minutes: an outage of any length
-delays reports by at most about 5 minutes after it ends.
+retried without limit (max_retries=None), with a full-jitter backoff capped at 4 minutes: an outage of any length
+delays reports by at most about 4 minutes after it ends.
 """
 from __future__ import annotations
 
@@ -17,22 +17,22 @@ from shared.outbox import enqueue_sends
 from shared.reports import receive_report
 from shared.taskqueue import QUEUE_EVENTS, TASK_APPLY_REPORT
 from workers.app import app
-from workers.base import WabotTask, backoff
+from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 2.0
-RETRY_CAP_SECONDS = 300.0
 
 
 def retry_delay(retries: int) -> float:
-    """Seconds before the next try: full jitter up to min(300 s, 2 s * 2^retries); the exponent is capped too, so
+    """Seconds before the next try: full jitter up to min(RETRY_CAP_SECONDS, 2 s * 2^retries); the exponent is capped too, so
     the thousandth retry of a days-long outage computes a wait like the tenth."""
     return backoff(min(retries, 16), RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)
 
 
-@app.task(name=TASK_APPLY_REPORT, queue=QUEUE_EVENTS, base=WabotTask, bind=True, max_retries=None)
+@app.task(name=TASK_APPLY_REPORT, queue=QUEUE_EVENTS, base=WabotTask, bind=True, max_retries=None,
+          confirms_accepted=True)
 def apply_report(self, payload: dict) -> bool:
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])

@@ -12,9 +12,9 @@ from psycopg_pool import PoolTimeout
 from shared.llm.base import LLMError
 from shared.log import bind
 from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN, enqueue
-from shared.turn import give_up, run_user_turn, store_inbound
+from shared.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from workers.app import app
-from workers.base import WabotTask, backoff
+from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ TURN_RETRIES = 8  # retryable failures (LLM 429/5xx after the SDK's own retries,
 MAX_WAITS = 600   # busy/debounce re-checks of about a second each
 
 
-@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None)
+@app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None,
+          confirms_accepted=True)
 def handle_message(self, payload: dict) -> dict:
     """Store the message (exactly once per messageId), then schedule the user's turn after the debounce window.
 
@@ -38,8 +39,21 @@ def handle_message(self, payload: dict) -> dict:
         stored = store_inbound(tenant, rt.turn_deps, result, payload.get("request_id"))
     except (psycopg.OperationalError, PoolTimeout) as exc:
         # The tenant database is away or busy and nothing was stored. The ingress already acknowledged the
-        # webhook, so this task is the message's only copy: retry without a bound (waits capped at 5 minutes).
-        raise self.retry(countdown=backoff(self.request.retries, 2, 300), exc=exc)
+        # webhook: retry without a bound (waits capped below the broker's visibility timeout).
+        raise self.retry(countdown=backoff(self.request.retries, 2, RETRY_CAP_SECONDS), exc=exc)
+    except Exception:
+        # Content the database refuses (the ingress validates, so this is a gap in that validation): never
+        # silence. A placeholder row and the apology; only without a phone number to answer is it dropped, loudly.
+        log.exception("inbound message could not be stored: stored as failed with an apology")
+        try:
+            outbound = store_unstorable(tenant, rt.turn_deps, result, payload.get("request_id"))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self.retry(countdown=backoff(self.request.retries, 2, RETRY_CAP_SECONDS), exc=exc)
+        except Exception:
+            log.exception("inbound message can be neither stored nor answered: dropped")
+            return {"status": "dropped", "duplicate": False}
+        rt.publish_sends(tenant.tenant_id, outbound, payload.get("request_id"))
+        return {"status": "failed", "duplicate": False}
     rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
     if stored.status == "received":
         enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import psycopg
 
 from shared.infobip.retry import retry_base_seconds
-from shared.outbox import enqueue_sends, send_outbound
+from shared.outbox import send_outbound
 from shared.reports import settle_after_send
 from shared.taskqueue import QUEUE_OUTBOUND, TASK_SEND
 from workers.app import app
@@ -41,8 +41,9 @@ def send(self, payload: dict) -> str:
         # row is still `queued` with that attempt counted, and the retry posts it again (same messageId).
         raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, DB_RETRY_CAP_SECONDS), exc=exc)
     # committed above: the rows that waited for this one (next part, later messages), template fallbacks
-    enqueue_sends(app, tenant.tenant_id, follow, payload.get("request_id"), message_id=payload.get("message_id"))
-    if outcome.status == "retry":
+    rt.publish_sends(tenant.tenant_id, follow, payload.get("request_id"), message_id=payload.get("message_id"))
+    if outcome.status == "retry" or (outcome.status == "waiting" and outcome.delay):
+        # waiting with a delay: an earlier message keeps failing; look again when this one has waited long enough
         raise self.retry(countdown=outcome.delay)
     if outcome.status == "busy":  # another task is posting this row: look again once it has recorded the result
         raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, BUSY_RETRY_CAP_SECONDS))

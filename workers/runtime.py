@@ -10,10 +10,12 @@ from shared.infobip.client import InfobipClient
 from shared.llm.config import ProviderCache
 from shared.memory.embedders import embedder_for
 from shared.memory.store import MemoryStore
-from shared.outbox import client_for, enqueue_sends, queue_reply
+from shared.outbox import client_for, queue_reply, send_payload
+from shared.publisher import RetryingPublisher
 from shared.ratelimit import RateLimiter
 from shared.redis_conn import redis_client
 from shared.settings import Settings, load_settings
+from shared.taskqueue import TASK_SEND, enqueue
 from shared.tenants import Tenant, TenantRegistry, load_tenants
 from shared.tools.registry import build_registry
 from shared.turn import TurnDeps
@@ -28,6 +30,7 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: dict = field(default_factory=dict)
     _memories: dict = field(default_factory=dict)
+    _publisher: RetryingPublisher | None = None
 
     def infobip(self, tenant: Tenant) -> InfobipClient:
         with self._lock:
@@ -55,12 +58,24 @@ class Runtime:
             limiter=RateLimiter(self.settings.redis_url, redis_client(self.settings.redis_url)),
         )
 
-    def publish_sends(self, tenant_id: str, outbound_ids: list[int], request_id: str | None) -> None:
-        """Publish sends whose outbox rows are committed (never before the commit)."""
-        if outbound_ids:
-            from workers.app import app
+    @property
+    def publisher(self) -> RetryingPublisher:
+        """Publishes after a commit; while Redis is away it keeps retrying in the background (shared/publisher.py).
+        One per process, so one backlog and one retrying thread."""
+        with self._lock:
+            if self._publisher is None:
+                from workers.app import app
 
-            enqueue_sends(app, tenant_id, outbound_ids, request_id)
+                self._publisher = RetryingPublisher(
+                    lambda task, payload, countdown: enqueue(app, task, payload, countdown))
+            return self._publisher
+
+    def publish_sends(self, tenant_id: str, outbound_ids: list[int], request_id: str | None,
+                      message_id: str | None = None) -> None:
+        """Publish sends whose outbox rows are committed (never before the commit). Never raises for a broker
+        outage: the publisher retries, and the rows are durable for the recovery sweep anyway."""
+        for outbound_id in outbound_ids:
+            self.publisher.publish(TASK_SEND, send_payload(tenant_id, outbound_id, request_id, message_id))
 
     def check(self) -> None:
         """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now."""

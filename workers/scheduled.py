@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
+from shared import accepted
 from shared.db import repo
 from shared.clock import utcnow
 from shared.outbox import enqueue_sends, requeue_stalled
 from shared.reminders import claim_due_reminders
-from shared.taskqueue import QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_RUN_TURN, enqueue
+from shared.taskqueue import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
+                              TASK_RUN_TURN, enqueue)
 from shared.turn import abandoned_users, give_up, stalled_users
 from workers.app import app
-from workers.base import WabotTask
+from workers.base import WabotTask, worker_redis
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ def recover_stalled(self, payload: dict | None = None) -> dict:
                 enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": user_id})
             for user_id in abandoned:
                 enqueue_sends(app, tenant.tenant_id, give_up(tenant, rt.turn_deps, user_id, None), None)
-            enqueue_sends(app, tenant.tenant_id, stalled, None)
+            rt.publish_sends(tenant.tenant_id, stalled, None)  # committed above; retried while Redis is away
         except Exception:
             log.exception("recovery sweep failed", extra={"tenant_id": tenant.tenant_id})
             continue
@@ -76,3 +79,16 @@ def recover_stalled(self, payload: dict | None = None) -> dict:
     if turns or sends:
         log.warning("recovered stalled work", extra={"turns": turns, "sends": sends})
     return {"turns": turns, "sends": sends}
+
+
+@app.task(name=TASK_REDRIVE_ACCEPTED, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
+def redrive_accepted(self, payload: dict | None = None) -> dict:
+    """Publish again what the webhook accepted (2xx) but no worker has done, and is no longer in its queue: the
+    tasks a killed worker or a Redis restart lost (shared/accepted.py). Tasks are idempotent; a copy costs a look."""
+    settings = get_runtime().settings
+    outcome = accepted.redrive(
+        worker_redis(), lambda task, body, task_id: enqueue(app, task, body, task_id=task_id), time.time(),
+        first_after=settings.accepted_redrive_seconds, max_redrives=settings.accepted_max_redrives)
+    if outcome.published:
+        log.warning("accepted work was lost and is published again", extra={"tasks": len(outcome.published)})
+    return {"published": len(outcome.published), "still_waiting": outcome.still_waiting, "dead": len(outcome.dead)}

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from shared.agents.base import Intent, LLMCall
 from shared.llm.base import LLMProvider, answered_by
+from shared.tokens import clip_text, estimate_messages
 
 _DB = re.compile(
     r"\b(remind|reminders?|remember|save|note|notes|schedul\w*|agenda|calendar|appointments?|events?|meetings?|"
@@ -72,8 +73,9 @@ def _similar(text: str) -> tuple[str, float]:
 
 
 def classify(text: str, http_words: set[str], llm: LLMProvider | None = None,
-             calls: list[LLMCall] | None = None) -> Intent:
-    """Classify one user message. LLM calls made here are appended to `calls` for usage accounting."""
+             calls: list[LLMCall] | None = None, max_tokens: int | None = None) -> Intent:
+    """Classify one user message. LLM calls made here are appended to `calls` for usage accounting; what they
+    send fits `max_tokens` (the tenant's `max_context_tokens`) and never more than `INTENT_MAX_TOKENS` of text."""
     low = text.lower()
     db = bool(_DB.search(low))
     http = any(re.search(rf"\b{re.escape(w)}\w*\b", low) for w in http_words)
@@ -89,7 +91,7 @@ def classify(text: str, http_words: set[str], llm: LLMProvider | None = None,
     if score >= SIMILARITY_THRESHOLD:
         return Intent(best, "embedding", round(score, 3))
     if llm is not None:
-        return _ask_llm(text, llm, calls)
+        return _ask_llm(text, llm, calls, max_tokens)
     return Intent("unknown", "default", 0.0)
 
 
@@ -98,10 +100,21 @@ _PROMPT = ("Classify the user's message for a WhatsApp business assistant. Answe
            "http (a question answered by an external service of the business), unknown.")
 
 
-def _ask_llm(text: str, llm: LLMProvider, calls: list[LLMCall] | None) -> Intent:
+INTENT_MAX_TOKENS = 300  # the gist of a message is enough to classify it; a 60,000-character text costs no more
+
+
+def intent_messages(text: str, max_tokens: int | None = None) -> list[dict[str, str]]:
+    """The classifier's prompt, the user's text clipped (with a visible marker) so the whole fits the budget."""
+    system = {"role": "system", "content": _PROMPT}
+    room = INTENT_MAX_TOKENS if max_tokens is None else min(INTENT_MAX_TOKENS, max_tokens)
+    room -= estimate_messages([system, {"role": "user", "content": ""}])
+    return [system, {"role": "user", "content": clip_text(text, room)}]
+
+
+def _ask_llm(text: str, llm: LLMProvider, calls: list[LLMCall] | None, max_tokens: int | None = None) -> Intent:
     started = time.monotonic()
     try:
-        result = llm.chat([{"role": "system", "content": _PROMPT}, {"role": "user", "content": text}])
+        result = llm.chat(intent_messages(text, max_tokens))
     except Exception:
         return Intent("unknown", "default", 0.0)
     if calls is not None:

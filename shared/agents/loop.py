@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 from shared.agents.base import AgentRequest, AgentResponse, LLMCall
+from shared.context import fit_messages
 from shared.llm.base import answered_by
+from shared.tokens import prompt_budget
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +21,8 @@ GIVE_UP = "Sorry, I couldn't finish that just now. Could you try again, maybe in
 
 def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dict] | None, purpose: str):
     started = time.monotonic()
+    # Tool calls and results grow the prompt step by step: each call is fitted to the tenant's budget again.
+    messages = fit_messages(messages, prompt_budget(request.tenant.config.max_context_tokens, tools))
     result = request.llm.chat(messages, tools=tools or None)
     latency = int((time.monotonic() - started) * 1000)
     provider, model = answered_by(result, request.llm)

@@ -10,13 +10,14 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from shared.infobip.errors import InfobipError, parse_error
 from shared.infobip.retry import parse_retry_after
+from shared.safeurl import Origin, UnsafeURL, check_url
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +113,24 @@ class InfobipClient:
     def download_media(self, url: str, max_bytes: int = MEDIA_MAX_BYTES, *, deadline: float = 60.0) -> bytes:
         """The bytes of an inbound message's `message.url`, fetched with our key only from our own Infobip origin.
 
+        The URL is checked by the parser that sends it (shared.safeurl): a backslash, `user:pass@`, control
+        characters or any host confusion are refused before a byte is sent, and the request goes to the
+        normalised URL that was checked, so the key reaches only the tenant's Infobip scheme, host and port.
         Redirects are not followed (a redirect could lead elsewhere); the body is streamed and dropped once it
         exceeds `max_bytes` or takes longer than `deadline` seconds in total (the read timeout is per chunk).
         """
-        where = _safe_url(url)
-        origin = _origin(url)
-        if not origin[1] or origin != _origin(self.base_url):
-            raise MediaRefused(f"media URL {where} is not on the tenant's Infobip base URL; not sending the key")
+        try:
+            checked = check_url(url, "media URL")
+        except UnsafeURL as exc:  # names the rule, never the URL: it may carry a token
+            raise MediaRefused(f"{exc}; not sending the key") from None
+        if checked.origin != self._origin():
+            raise MediaRefused(f"media URL {checked.for_logs} is not on the tenant's Infobip base URL; "
+                               "not sending the key")
+        where = checked.for_logs
         started = time.monotonic()
         try:
-            with self._session.get(url, headers={**self._headers(), "Accept": "*/*"}, timeout=self._timeout,
-                                   stream=True, allow_redirects=False) as resp:
+            with self._session.get(checked.url, headers={**self._headers(), "Accept": "*/*"},
+                                   timeout=self._timeout, stream=True, allow_redirects=False) as resp:
                 if not 200 <= resp.status_code < 300:
                     raise MediaDownloadError(f"media download {where} answered HTTP {resp.status_code}")
                 declared = resp.headers.get("Content-Length", "")
@@ -139,6 +147,13 @@ class InfobipClient:
         except requests.RequestException as exc:  # its text may quote the full URL: keep only the class
             raise MediaDownloadError(f"media download {where} failed: {exc.__class__.__name__}") from None
 
+    def _origin(self) -> Origin | None:
+        """The Infobip origin our key belongs to, parsed like the media URL (None: no key goes anywhere)."""
+        try:
+            return check_url(self.base_url, "Infobip base URL").origin
+        except UnsafeURL:
+            return None
+
     def _courtesy(self, what: str, path: str, body: dict | None) -> bool:
         try:
             result = self._post(path, body, self._courtesy_timeout)
@@ -149,25 +164,6 @@ class InfobipClient:
             log.warning(f"infobip {what} failed", extra={"infobip_error": result.error.as_dict()
                                                          if result.error else None})
         return result.ok
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the scheme's default port filled in, for same-origin checks."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    except ValueError:  # a malformed port
-        return ("", "", None)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def _safe_url(url: str) -> str:
-    """The URL without credentials, query string or fragment: fit for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    except ValueError:
-        return "<malformed URL>"
 
 
 def text_body(*, sender: str, to: str, text: str, message_id: str, reply_to: str | None = None) -> dict:

@@ -3,7 +3,9 @@
 tenants.yaml (with the environment defaults merged in) is read once at start-up into `tenant.llm`; the tenant's
 `llm_providers` table can be changed while workers run (`wabot providers set-active`). The active row replaces
 the yaml block as a whole (its own keys, URL and fallback row); timeout and max_retries stay the yaml's, since
-the table has no columns for them. Rows store names of environment variables, never keys.
+the table has no columns for them. Rows store names of environment variables, never keys, and only names the
+api_key_envs allowlist accepts (shared.llm.settings.key_env_problem): a row cannot borrow INFOBIP_API_KEY or a
+webhook token as a Bearer key for its own base_url.
 `ProviderCache` re-reads the table at most every `ttl_seconds` per tenant, so a change reaches running workers
 within the TTL, and keeps the same provider object while the settings stay equal (key cool-downs survive).
 A row that cannot be used (it names a variable not set in the workers' environment, an unknown fallback ...) does
@@ -49,7 +51,8 @@ def row_by_name(conn: "psycopg.Connection", name: str) -> dict[str, Any] | None:
 
 def settings_from_row(row: Mapping[str, Any], tenant: "Tenant", env: Mapping[str, str],
                       fallback: LLMSettings | None = None) -> LLMSettings:
-    """An `llm_providers` row as LLMSettings; errors name the tenant, the row and the variable, never a key."""
+    """An `llm_providers` row as LLMSettings; errors name the tenant, the row and the variable, never a key.
+    Every name in api_key_envs passes the allowlist before any variable is read (keys_from_envs)."""
     from shared.tenants import EMBEDDING_DIMS  # late: see the TYPE_CHECKING note above
 
     where = f"tenant {tenant.tenant_id}: llm_providers row {row['name']!r}"

@@ -3,6 +3,13 @@
 Precedence (lowest first): environment defaults (LLM_*), the tenant's `llm:` block, the active row of the
 tenant's `llm_providers` table (see shared.llm.config.resolve_llm). Keys come from `${ENV}` values or from
 environment variables named in `api_key_envs`; errors name the tenant, the field and the variable, never a key.
+
+`api_key_envs` (in tenants.yaml and in `llm_providers` rows alike) may name only variables made to hold LLM keys:
+names starting with `WABOT_LLM_KEY_`, or listed in `LLM_KEY_ENVS_ALLOWED` (comma-separated). Why: a row of the
+database, less trusted than the operator's file, could otherwise point a foreign `base_url` at INFOBIP_API_KEY or
+a webhook token and receive it as a Bearer key. Names of the bot's own secrets (INFOBIP_*, WEBHOOK_*, DATABASE_*,
+REDIS_*, ...) are refused even when listed. One rule for both places keeps it simple; the operator's file can
+still use any variable through `api_key: "${ANY_NAME}"`, which a database row cannot.
 """
 from __future__ import annotations
 
@@ -19,6 +26,13 @@ FALLBACK_KEYS = LLM_KEYS - {"fallback", "timeout", "max_retries"}
 PROVIDERS_NEEDING_KEY = ("openai", "deepseek")
 DEFAULT_CHAT_MODELS = {"deepseek": "deepseek-chat", "ollama": "llama3.1", "mock": "mock-chat", "openai": "gpt-4o-mini"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_ENV_PREFIX = "WABOT_LLM_KEY_"
+KEY_ENVS_ALLOWED = "LLM_KEY_ENVS_ALLOWED"   # the setting: more names api_key_envs may use, comma-separated
+# The bot's own secrets and connection strings: never an LLM key, whatever LLM_KEY_ENVS_ALLOWED says.
+NEVER_KEY_PREFIXES = ("INFOBIP_", "WEBHOOK_", "DATABASE_", "REDIS_", "CELERY_", "FLOWER_", "TEST_DATABASE_",
+                      "TEST_REDIS_")
+KEY_ENV_RULE = (f"api_key_envs may name only variables starting with {KEY_ENV_PREFIX} or listed in "
+                f"{KEY_ENVS_ALLOWED}, never {', '.join(p + '*' for p in NEVER_KEY_PREFIXES[:4])} ones")
 
 
 @dataclass(frozen=True)
@@ -63,12 +77,44 @@ def _text_list(doc: Mapping[str, Any], key: str, where: str) -> list[str]:
     return [v.strip() for v in value]
 
 
+def allowed_key_envs(env: Mapping[str, str]) -> frozenset[str]:
+    """The names LLM_KEY_ENVS_ALLOWED adds to the WABOT_LLM_KEY_ prefix; a malformed or forbidden entry is an error
+    naming the entry (a name, never a value)."""
+    names = set()
+    for i, raw in enumerate((env.get(KEY_ENVS_ALLOWED) or "").split(","), start=1):
+        name = raw.strip()
+        if not name:
+            continue
+        if not ENV_NAME.match(name):
+            raise ConfigError(f"{KEY_ENVS_ALLOWED}: entry #{i} is not an environment variable name")
+        if name.upper().startswith(NEVER_KEY_PREFIXES):
+            raise ConfigError(f"{KEY_ENVS_ALLOWED}: {name} may not be allowed as an LLM key; {KEY_ENV_RULE}")
+        names.add(name)
+    return frozenset(names)
+
+
+def key_env_problem(name: str, env: Mapping[str, str]) -> str | None:
+    """Why `name` may not appear in api_key_envs (naming the variable and the rule), or None when it may."""
+    if not isinstance(name, str) or not ENV_NAME.match(name):
+        return "api_key_envs entries must be environment variable names"
+    if name.upper().startswith(NEVER_KEY_PREFIXES):
+        return f"environment variable {name} is not allowed in api_key_envs: {KEY_ENV_RULE}"
+    if name.startswith(KEY_ENV_PREFIX) and len(name) > len(KEY_ENV_PREFIX):
+        return None
+    if name in allowed_key_envs(env):
+        return None
+    return f"environment variable {name} is not allowed in api_key_envs: {KEY_ENV_RULE}"
+
+
 def keys_from_envs(names: list[str], env: Mapping[str, str], where: str) -> tuple[str, ...]:
-    """The values of the named environment variables; an unset one is an error naming it (not its value)."""
+    """The values of the named environment variables. Every name must pass the allowlist (key_env_problem) before
+    any value is read; an unset one is an error naming it. Errors name variables and rules, never values."""
+    for name in names:
+        problem = key_env_problem(name, env)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
     keys = []
     for name in names:
-        if not ENV_NAME.match(name):
-            raise ConfigError(f"{where}: api_key_envs entries must be environment variable names")
         value = (env.get(name) or "").strip()
         if not value:
             raise ConfigError(f"{where}: environment variable {name} (from api_key_envs) is not set")

@@ -25,6 +25,14 @@ country code first, no '+'), so a business API can be bound to the caller:
 It is never taken from the model's arguments (an argument of that name is refused), is not part of the tool's
 schema, and may not be declared in `parameters`.
 
+The model can send only the declared parameters: the schema the model sees says `additionalProperties: false`
+(a tool may not declare otherwise), and `invoke` refuses any undeclared argument again. No argument may repeat a
+query key the url already has (`?phone={user_phone}&units=metric`: neither `phone` nor `units` can be a
+parameter), so a model-chosen value never sits next to a server-bound one in the query string, where many APIs
+would read the last one. The url is checked at start-up and again after the placeholders are filled with the
+parser that sends it (shared.safeurl): no backslash, `user:pass@`, spaces, control characters or host confusion,
+and the filled URL must keep the declared scheme, host and port.
+
 Header values never appear in results, errors or logs: they are not put in messages, and any echo of them in a
 response is replaced by "[redacted]" (the whole value, and each whitespace-separated part of 8 characters or
 more, so the token of `Authorization: Bearer <token>` is redacted when an API quotes it alone).
@@ -35,10 +43,10 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote, urlsplit
-
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.errors import ConfigError, reject_unknown_keys
+from shared.safeurl import Origin, UnsafeURL, check_url
 from shared.tenants import Tenant
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 from shared.tools.netguard import FetchError, fetch
@@ -84,12 +92,15 @@ class HttpTool(Tool):
         self.spec = spec
         self.name = spec.name
         self.description = spec.description
-        self.input_schema = spec.parameters
+        self.input_schema = spec.parameters  # with additionalProperties: false (parse_http_tool sees to it)
         self.annotations = ToolAnnotations(readOnlyHint=spec.method == "GET",
                                            destructiveHint=spec.method == "DELETE", openWorldHint=True)
         self._placeholders = tuple(p for p in dict.fromkeys(PLACEHOLDER.findall(spec.url)) if p != USER_PHONE)
         self._binds_user = USER_PHONE in PLACEHOLDER.findall(spec.url)
         self._secrets = secret_parts(spec.headers.values())
+        self._declared = frozenset((spec.parameters.get("properties") or {}))
+        self._query_keys = template_query_keys(spec.url)
+        self._origin = check_url(_sample(spec.url)).origin  # parse_http_tool has checked it already
 
     def __repr__(self) -> str:
         return f"HttpTool({self.name!r})"
@@ -98,13 +109,23 @@ class HttpTool(Tool):
         spec = self.spec
         if USER_PHONE in args:
             raise ToolError(f"{self.name}: {USER_PHONE} is filled in by the server; do not pass it")
+        # Guarantee: only declared arguments get here, whatever the schema says (the registry validated it too),
+        # and none of them can add a second value for a query key the url fixes (server-bound or literal).
+        unknown = sorted(set(args) - self._declared)
+        if unknown:
+            raise ToolError(f"{self.name}: unknown argument(s) {', '.join(unknown)[:200]}; "
+                            f"this tool takes only: {', '.join(sorted(self._declared)) or 'no arguments'}")
         server_values: dict[str, str] = {}
         if self._binds_user:
             if not ctx.user_phone:
                 raise ToolError(f"{self.name}: the user's phone number is not known, so this tool cannot be used")
             server_values[USER_PHONE] = str(ctx.user_phone)
-        url = build_url(spec.url, args, self._placeholders, server_values)
+        url = build_url(spec.url, args, self._placeholders, server_values, origin=self._origin)
         rest = {k: v for k, v in args.items() if k not in self._placeholders}
+        clash = sorted(k for k in rest if k in self._query_keys)
+        if clash and spec.method not in BODY_METHODS:
+            raise ToolError(f"{self.name}: argument(s) {', '.join(clash)} would repeat a query key of the "
+                            "tool's URL; the server sets those")
         params, body = (None, rest) if spec.method in BODY_METHODS else (_query_params(rest), None)
         try:
             fetched = fetch(spec.method, url, headers=spec.headers, params=params, json_body=body,
@@ -151,12 +172,14 @@ def secret_parts(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, ...],
-              server_values: Mapping[str, str] | None = None) -> str:
+              server_values: Mapping[str, str] | None = None, *, origin: Origin | None = None) -> str:
     """Fill the placeholders, each URL-encoded as a whole (a '/' or '?' in a value cannot change the path).
 
     `placeholders` come from `args` (the model's); `server_values` (the reserved `{user_phone}`) from the server.
     A value that is `.` or `..`, or placeholders that together make such a path segment, are refused: the HTTP
     stack would normalise the path and leave the declared prefix (`/v1/customers/../orders` is `/v1/orders`).
+    The filled URL is checked with the parser that sends it and must keep `origin` (the declared one) when given:
+    the values are URL-encoded whole, so this is a second lock on the same door.
     """
     values = {}
     for name in placeholders:
@@ -176,7 +199,24 @@ def build_url(template: str, args: Mapping[str, Any], placeholders: tuple[str, .
     url = PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
     if _has_dot_segment(url):  # e.g. `{a}{b}` with a="." and b="."; the declared url itself has none
         raise ToolError("the arguments would make a '.' or '..' segment of the URL path")
+    try:
+        checked = check_url(url, "the filled URL")
+    except UnsafeURL as exc:
+        raise ToolError(str(exc)) from None
+    if origin is not None and checked.origin != origin:
+        raise ToolError("the arguments would change the host of the tool's URL")
     return url
+
+
+def template_query_keys(template: str) -> frozenset[str]:
+    """The query keys the declared url sets itself (decoded: `ph%6Fne` is `phone` to the API too)."""
+    query = urlsplit(template).query
+    return frozenset(key for key, _ in parse_qsl(query, keep_blank_values=True))
+
+
+def _sample(template: str) -> str:
+    """The url with every placeholder filled by a harmless value, to check the declared parts of it."""
+    return PLACEHOLDER.sub("x", template)
 
 
 def _has_dot_segment(url: str) -> bool:
@@ -242,13 +282,10 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
     if "{" in parts.netloc or "}" in parts.netloc:
         raise ConfigError(f"{where}: url may not have placeholders in the host or port")
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError(f"{where}: url has an invalid port") from None
-    if not parts.hostname:
-        raise ConfigError(f"{where}: url has no host")
-    if parts.username or parts.password:
-        raise ConfigError(f"{where}: url may not carry credentials; use headers")
+        check_url(_sample(url), "url")  # the parser that sends it: no backslash, userinfo or host confusion
+    except UnsafeURL as exc:
+        raise ConfigError(f"{where}: {exc}" + ("; put credentials in headers" if "password" in str(exc) else "")) \
+            from None
     if _has_dot_segment(url):
         raise ConfigError(f"{where}: url may not have '.' or '..' path segments")
     if "{" in PLACEHOLDER.sub("", url) or "}" in PLACEHOLDER.sub("", url):
@@ -258,8 +295,17 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
     problem = object_schema_problem(parameters)
     if problem:
         raise ConfigError(f"{where}: parameters {problem}")
+    if parameters.get("additionalProperties", False) is not False:
+        raise ConfigError(f"{where}: parameters.additionalProperties must be false: the model may send only the "
+                          "declared parameters")
+    parameters = {**parameters, "additionalProperties": False}
     properties = parameters.get("properties") or {}
     required = set(parameters.get("required") or [])
+    if method not in BODY_METHODS:
+        for key in sorted(template_query_keys(url) & set(properties)):
+            if f"{{{key}}}" not in url:
+                raise ConfigError(f"{where}: parameters.properties.{key} would repeat the url's query key {key}; "
+                                  "rename the parameter or drop it from the url")
     if USER_PHONE in properties:
         raise ConfigError(f"{where}: parameters.properties may not declare {USER_PHONE}: it is reserved, and "
                           f"{{{USER_PHONE}}} in the url is filled by the server with the caller's number")

@@ -2,7 +2,10 @@
 
 Guarantees of `fetch`:
 - only `origin` (scheme, host, port) is contacted: redirects to another origin are refused, same-origin ones are
-  followed at most `max_redirects` times;
+  followed at most `max_redirects` times. The URL and every `Location` are parsed by the parser that sends them
+  (shared.safeurl: requests' prepare_url + urllib3's parse_url) and a backslash, `user:pass@`, spaces, control
+  characters or any host confusion is refused before a byte is sent, so the tool's secret headers reach no other
+  host;
 - unless `allow_private`, the address we actually connect to is checked (after our own DNS lookup, on the socket
   we then use), so a name resolving to a loopback/private/link-local/multicast/reserved address is refused even
   when it only does so at connect time (DNS rebinding);
@@ -19,7 +22,6 @@ import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -27,6 +29,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as u3conn
+
+from shared.safeurl import UnsafeURL, check_redirect, check_url
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 _CHUNK = 16 * 1024
@@ -54,11 +58,9 @@ class Fetched:
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) with the default port filled in, so two spellings of one origin compare equal."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
-    return scheme, (parts.hostname or "").lower(), port
+    """(scheme, host, port) as requests will connect, default port filled in; UnsafeURL on an ambiguous URL."""
+    origin = check_url(url).origin
+    return origin.scheme, origin.host, origin.port
 
 
 def is_blocked_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -150,7 +152,11 @@ def fetch(method: str, url: str, *, headers: Mapping[str, str], params: Mapping[
           json_body: Any = None, timeout: float, max_bytes: int, allow_private: bool = False,
           max_redirects: int = 3) -> Fetched:
     """Send one request to `url`'s origin and return the body (any status); see the module docstring."""
-    origin = origin_of(url)
+    try:
+        current = check_url(url)
+    except UnsafeURL as exc:  # names the rule only: the URL may carry secrets
+        raise FetchError(f"the tool's URL was refused: {exc}") from None
+    origin = current.origin
     deadline = time.monotonic() + timeout
     session = _session(allow_private)
     try:
@@ -159,7 +165,8 @@ def fetch(method: str, url: str, *, headers: Mapping[str, str], params: Mapping[
             if remaining <= 0:
                 raise FetchError("the API did not answer in time")
             try:
-                response = session.request(method, url, headers=dict(headers), params=params, json=json_body,
+                response = session.request(method, current.url, headers=dict(headers), params=params,
+                                           json=json_body,
                                            timeout=(remaining, remaining), allow_redirects=False, stream=True)
             except BlockedAddress:
                 raise FetchError("the API's address is private or reserved; "
@@ -170,11 +177,15 @@ def fetch(method: str, url: str, *, headers: Mapping[str, str], params: Mapping[
                 raise FetchError(f"could not reach the API ({exc.__class__.__name__})") from None
             with response:
                 if response.status_code in REDIRECT_CODES and response.headers.get("Location"):
-                    target = urljoin(url, response.headers["Location"])
-                    if origin_of(target) != origin:
+                    try:
+                        target = check_redirect(current, response.headers["Location"])
+                    except UnsafeURL as exc:
+                        raise FetchError(f"the API's redirect was refused: {exc}",
+                                         status=response.status_code) from None
+                    if target.origin != origin:
                         raise FetchError("the API redirected to another host; redirects are only followed "
                                          "on the same host", status=response.status_code)
-                    url, params = target, None  # the query is already part of the Location
+                    current, params = target, None  # the query is already part of the Location
                     if response.status_code == 303 or (response.status_code in (301, 302) and method != "HEAD"):
                         method, json_body = "GET", None
                     continue
