@@ -1,13 +1,15 @@
 """Infobip webhooks: authenticate, validate, resolve the tenant, enqueue, answer in milliseconds.
 
-Guarantee: a 2xx means every accepted result is in Redis (at-least-once from here on). If Redis cannot take a
-task the answer is 503 and Infobip delivers the whole batch again; results already enqueued before the failure
+Guarantee: a 2xx means every accepted result is in Redis twice over: as its task, and as a record that stays until
+the worker has stored it (shared/accepted.py), so a task the broker loses is published again: at-least-once from
+here on. If Redis cannot take a task the answer is 503 and Infobip delivers the whole batch again; results already enqueued before the failure
 are then seen twice, which the workers' deduplication absorbs.
 """
 from __future__ import annotations
 
-import json
 import logging
+import time
+import uuid
 
 from flask import Blueprint, Flask, g, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -15,11 +17,12 @@ from redis.exceptions import RedisError
 
 from ingress.auth import presented_token, token_matches
 from ingress.errors import error_response
-from ingress.schemas import EnvelopeSchema, result_kind
+from ingress.payload import PayloadError, parse_body, refusal
+from ingress.schemas import MAX_RESULTS, EnvelopeSchema, result_kind
 from ingress.state import state
-from shared import dedupe
+from shared import accepted, dedupe
 from shared.outbox import tenant_of_message_id
-from shared.taskqueue import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, enqueue
+from shared.taskqueue import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, TASK_QUEUES, enqueue
 from shared.tenants import Tenant
 
 log = logging.getLogger("ingress.webhooks")
@@ -53,15 +56,13 @@ def _receive(allowed_kinds: tuple[str, ...]):
 
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "invalid_json", "the body is not valid JSON")
-    if isinstance(body, dict):
-        errors = _envelope.validate(body)
-    else:
-        errors = {"_schema": ["the body must be a JSON object with a 'results' list"]}
-    if errors:
-        return error_response(400, "invalid_payload", "the body is not an Infobip webhook envelope", errors)
+        body = parse_body(raw)  # UTF-8 JSON, bounded depth, every string storable (ingress/payload.py)
+    except PayloadError as exc:
+        log.info("webhook refused: unreadable body", extra={"error": exc.error, "reason": exc.message})
+        return error_response(400, exc.error, exc.message, exc.details())
+    refused = refusal(body, _envelope, MAX_RESULTS)  # types, numbers, times and batch size workers can take
+    if refused is not None:
+        return error_response(400, "invalid_payload", "the body is not an Infobip webhook envelope", refused)
 
     jobs: list[tuple[str, dict]] = []
     ignored = duplicates = 0
@@ -100,13 +101,19 @@ def _receive(allowed_kinds: tuple[str, ...]):
         else:
             jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}))
 
+    # Recorded before they are published, forgotten by the worker once done: what we answer 2xx for is re-driven
+    # if the broker loses it (shared/accepted.py).
+    records = [accepted.Accepted(str(uuid.uuid4()), task_name, TASK_QUEUES[task_name], payload)
+               for task_name, payload in jobs]
     celery = state().celery
     try:
-        for task_name, payload in jobs:
-            enqueue(celery, task_name, payload)
+        accepted.record(redis, records, time.time(), state().settings.accepted_redrive_seconds)
+        for item in records:
+            enqueue(celery, item.task, item.payload, task_id=item.task_id)
         dedupe.confirm(redis, claims)
     except (KombuOperationalError, RedisError, OSError) as exc:
         dedupe.release_quietly(redis, claims)  # so Infobip's retry of this batch is not taken for a duplicate
+        accepted.forget_quietly(redis, [item.task_id for item in records])
         log.error("queue unavailable, webhook not acknowledged", extra={"error": exc.__class__.__name__})
         return error_response(503, "queue_unavailable", "the work queue is unreachable; retry later")
 

@@ -236,6 +236,11 @@ def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: i
             return SendOutcome("skipped")
         if row["status"] != "queued":  # its acceptance (or failure) is recorded: never post it again
             return SendOutcome("skipped", message_id=row["message_id"])
+        not_before = row.get("next_attempt_at")
+        if row["attempts"] and not_before is not None and (not_before - clock()).total_seconds() > 1:
+            # A copy of this send's task came early (restored by the broker after its visibility timeout, or
+            # re-published by a sweep): the retry schedule and Infobip's Retry-After still hold.
+            return SendOutcome("retry", delay=(not_before - clock()).total_seconds())
         if row["prev_id"] is not None:
             before = repo.predecessor(conn, row["prev_id"])
             if before is not None and before["status"] == "queued":

@@ -1,21 +1,31 @@
-"""WhatsApp number normalisation: one canonical form so lookups tolerate `+`, spaces, dashes and brackets."""
+"""WhatsApp number normalisation: one canonical form so lookups tolerate `+`, spaces, dashes and brackets.
+
+The ingress schema validates `from`/`to` with this very function, so a number the webhook accepts is one the
+worker can store (the two can never disagree).
+"""
 from __future__ import annotations
 
 import re
 
-_NOISE = re.compile(r"[\s\-().]")
+# ASCII separators only: `str.isdigit` and `\s` would also take "²", Arabic-Indic digits or U+2028, which no
+# phone network knows and Infobip would refuse when we answer.
+_NOISE = re.compile(r"[ \t\-().]")
+_DIGITS = re.compile(r"[0-9]{5,20}")
 
 
 def normalize_number(raw: object) -> str:
     """Return the digits of a phone number (`+1 (234) 567-890` -> `1234567890`, `0044 20...` -> `4420...`).
 
-    Raises ValueError when anything but digits remains, so a typo in tenants.yaml is caught at start-up.
+    Takes a string or an int (YAML reads an unquoted number as an int). Raises ValueError when anything but 5 to
+    20 ASCII digits remains, so a typo in tenants.yaml is caught at start-up and a bad webhook `from` at the door.
     """
-    text = _NOISE.sub("", str(raw or ""))
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise ValueError(f"not a phone number: {raw!r}")
+    text = _NOISE.sub("", str(raw))
     if text.startswith("+"):
         text = text[1:]
     elif text.startswith("00"):
         text = text[2:]
-    if not text.isdigit() or not 5 <= len(text) <= 20:
+    if not _DIGITS.fullmatch(text):
         raise ValueError(f"not a phone number: {raw!r}")
     return text

@@ -79,7 +79,8 @@ def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str 
     """Commit the inbound message once per messageId; a flooding user's messages are stored as `rate_limited`."""
     message = result.get("message") or {}
     phone = normalize_number(result["from"])
-    received_at = parse_infobip_time(result.get("receivedAt")) or deps.clock()
+    # Infobip's time, but never in our future: a user's "last message" must not keep the 24-hour window open.
+    received_at = min(parse_infobip_time(result.get("receivedAt")) or deps.clock(), deps.clock())
     with deps.pools.connection(tenant) as conn:
         existing = repo.get_message_by_infobip_id(conn, result["messageId"])
         if existing is not None:

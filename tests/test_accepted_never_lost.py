@@ -17,7 +17,7 @@ from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
 from shared import accepted
 from shared.devstack import start_redis
 from shared.redis_conn import redis_client
-from shared.taskqueue import TASK_HANDLE_INBOUND, TASK_REDRIVE_ACCEPTED, enqueue, make_celery
+from shared.taskqueue import TASK_HANDLE_INBOUND, TASK_RECOVER, TASK_REDRIVE_ACCEPTED, enqueue, make_celery
 
 KILLS = int(os.environ.get("WABOT_KILLS", "4"))  # `WABOT_KILLS=12 make test` for the long run
 
@@ -83,9 +83,10 @@ def test_a_refused_batch_leaves_no_record(settings, tenants, broker):
 # ---------------------------------------------------------------- end to end, with real workers
 
 def _sweep_until(celery, check, timeout: float, what: str):
-    """Run the re-drive sweep every second (celery beat's job in production) until `check()` holds."""
+    """Run the sweeps every second (celery beat's job in production) until `check()` holds."""
     def step():
         enqueue(celery, TASK_REDRIVE_ACCEPTED, {})
+        enqueue(celery, TASK_RECOVER, {})
         return check()
     return wait_for(step, timeout=timeout, interval=1.0, what=what)
 
@@ -96,7 +97,8 @@ def test_tasks_lost_by_the_broker_are_published_again_and_answered_once(stack_en
     tasks vanish from the queue before any worker saw them. The sweep publishes them again."""
     from ingress.app import create_app
 
-    client = create_app(replace(settings, redis_url=broker.url), tenants, configure_logs=False).test_client()
+    client = create_app(replace(settings, redis_url=broker.url, accepted_redrive_seconds=1), tenants,
+                        configure_logs=False).test_client()
     users = [new_user() for _ in range(5)]
     bodies = [inbound(NUMBERS["alpha"], u, {"type": "TEXT", "text": f"hello from {u}"}) for u in users]
     for body in bodies:
@@ -127,7 +129,8 @@ def test_inbound_workers_killed_again_and_again_under_a_backlog_lose_nothing(sta
     backlog waiting: every accepted message is answered, exactly once."""
     from ingress.app import create_app
 
-    client = create_app(replace(settings, redis_url=broker.url), tenants, configure_logs=False).test_client()
+    client = create_app(replace(settings, redis_url=broker.url, accepted_redrive_seconds=2), tenants,
+                        configure_logs=False).test_client()
     users = [new_user() for _ in range(40)]
     for u in users:
         body = inbound(NUMBERS["alpha"], u, {"type": "TEXT", "text": "are you there?"})
@@ -136,7 +139,7 @@ def test_inbound_workers_killed_again_and_again_under_a_backlog_lose_nothing(sta
            "CELERY_RESTORE_INTERVAL": "1"}
     rng = random.Random(8)
     for k in range(KILLS):
-        doomed = start_worker(env, data_dir / f"doomed-{k}.log", name=f"doomed{k}")
+        doomed = start_worker(env, data_dir / f"doomed-{k}.log", queues="inbound", name=f"doomed{k}")
         time.sleep(rng.uniform(0.0, 1.0) if k % 2 == 0 else rng.uniform(1.0, 2.5))
         os.killpg(doomed.popen.pid, signal.SIGKILL)
         doomed.popen.wait(10)

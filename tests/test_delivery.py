@@ -323,6 +323,23 @@ def test_a_row_another_task_is_posting_is_not_posted_again(sandbox, db, tenants,
     assert len(sends_to(sandbox, phone)) == 1
 
 
+def test_an_early_copy_of_a_retry_waits_for_its_time(sandbox, db, tenants, pools):
+    """A send task that comes back before its retry is due (the broker's visibility timeout is shorter than an
+    hour of Retry-After) posts nothing and waits out the rest."""
+    phone, ids = reply(db, tenants, "alpha", "Not before my time.")
+    alpha = tenants.require("alpha")
+    with db("alpha") as conn:
+        conn.execute("UPDATE outbound_messages SET attempts = 1, next_attempt_at = now() + interval '50 minutes' "
+                     "WHERE id = %s", (ids[0],))
+    outcome = send_outbound(alpha, pools, client_for(alpha), ids[0])
+    assert outcome.status == "retry" and 49 * 60 < outcome.delay <= 50 * 60
+    assert sends_to(sandbox, phone) == []
+    with db("alpha") as conn:
+        conn.execute("UPDATE outbound_messages SET next_attempt_at = now() WHERE id = %s", (ids[0],))
+    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "sent"
+    assert len(sends_to(sandbox, phone)) == 1
+
+
 def test_split_prefers_paragraphs_then_sentences_then_words():
     assert split_text("One two.\n\nThree four five.", 20) == ["One two.", "Three four five."]
     assert split_text("One two. Three four five.", 20) == ["One two.", "Three four five."]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 
 import redis
 from celery import Task
@@ -11,6 +12,7 @@ from celery import Task
 from shared import accepted
 from shared import log as logctx
 from shared.redis_conn import redis_client
+from shared.taskqueue import TASK_QUEUES, enqueue
 
 log = logging.getLogger("workers")
 
@@ -20,6 +22,16 @@ def worker_redis() -> redis.Redis:
     from workers.runtime import get_runtime
 
     return redis_client(get_runtime().settings.redis_url)
+
+
+def publish_tracked(app, task_name: str, payload: dict, countdown: float | None = None) -> None:
+    """Publish a task that must not be lost between Redis and a worker: recorded first (shared/accepted.py), then
+    forgotten by its worker once it returned, re-driven by the sweep if it vanished. Raises if Redis is away."""
+    from workers.runtime import get_runtime
+
+    item = accepted.Accepted(str(uuid.uuid4()), task_name, TASK_QUEUES[task_name], payload)
+    accepted.record(worker_redis(), [item], time.time(), get_runtime().settings.accepted_redrive_seconds)
+    enqueue(app, task_name, payload, countdown=countdown, task_id=item.task_id)
 
 
 class WabotTask(Task):

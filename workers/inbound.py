@@ -11,10 +11,10 @@ from psycopg_pool import PoolTimeout
 
 from shared.llm.base import LLMError
 from shared.log import bind
-from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN, enqueue
+from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
 from shared.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from workers.app import app
-from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff
+from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff, publish_tracked
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,15 @@ def handle_message(self, payload: dict) -> dict:
         rt.publish_sends(tenant.tenant_id, outbound, payload.get("request_id"))
         return {"status": "failed", "duplicate": False}
     rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
-    if stored.status == "received":
-        enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
-                                     "request_id": payload.get("request_id")},
-                countdown=tenant.config.debounce_ms / 1000)
+    if stored.status == "received":  # the turn is tracked too: a lost turn task is re-driven, not waited out
+        publish_tracked(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
+                                             "request_id": payload.get("request_id")},
+                        countdown=tenant.config.debounce_ms / 1000)
     return {"status": stored.status, "duplicate": stored.duplicate}
 
 
-@app.task(name=TASK_RUN_TURN, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None)
+@app.task(name=TASK_RUN_TURN, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None,
+          confirms_accepted=True)
 def run_turn(self, payload: dict) -> dict:
     """One turn for one user (per-user order, debounce and crash safety: see shared.turn)."""
     rt = get_runtime()
