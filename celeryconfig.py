@@ -38,8 +38,8 @@ broker_transport_options = {
     "socket_timeout": 5,
     "socket_connect_timeout": 2,
 }
-task_time_limit = 600
-task_soft_time_limit = 540
+task_time_limit = 330               # below the visibility timeout (thread pools do not enforce it; turns stop
+task_soft_time_limit = 300          # taking tool steps after 120 s and model calls have their own timeouts)
 broker_connection_retry_on_startup = True
 
 task_queues = [Queue(name) for name in ("inbound", "outbound", "events", "scheduled")]

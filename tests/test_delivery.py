@@ -103,7 +103,6 @@ NO_SESSION = {"groupId": 1, "groupName": "HANDSET_ERRORS", "id": 7010, "name": "
 
 # ---------------------------------------------------------------- retries
 
-@pytest.mark.clock
 def test_500_then_429_then_200_is_sent_once_with_one_message_id(worker, sandbox, db, tenants, celery):
     phone = new_user()
     sandbox.script({"status": 500, "to": phone}, {"status": 429, "headers": {"Retry-After": "1"}, "to": phone},

@@ -179,7 +179,6 @@ def test_daily_token_budget_answers_politely_without_the_llm(client, worker, san
         assert conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"] == calls_before
 
 
-@pytest.mark.clock
 def test_under_the_budget_the_llm_answers(client, worker, sandbox, db):
     user = new_user()
     with db("alpha") as conn:  # alpha has no daily budget

@@ -58,7 +58,6 @@ def test_the_same_message_enqueued_twice_anyway_is_answered_once(settings, tenan
     assert len(texts_to(sandbox, user)) == 1
 
 
-@pytest.mark.clock
 def test_a_burst_is_answered_once_by_a_turn_that_sees_every_message(client, worker, sandbox, db):
     user = new_user()
     words = ["one", "two", "three", "four", "five"]
@@ -138,7 +137,6 @@ def test_a_worker_killed_during_the_llm_call_loses_nothing(stack_env, tenants, s
         broker.stop()
 
 
-@pytest.mark.clock
 def test_a_flooding_user_gets_one_notice_and_the_rest_is_stored_unanswered(client, worker, sandbox, db):
     user = new_user()
     ids = []

@@ -36,6 +36,9 @@ class TenantPools:
                     timeout=self._timeout,
                     kwargs={"row_factory": dict_row, "autocommit": False},
                     name=f"tenant-{tenant.tenant_id}",
+                    # A connection is checked (one round trip) when it is taken: after a failover or a restart
+                    # the pool's dead connections are replaced instead of failing one turn each.
+                    check=ConnectionPool.check_connection,
                     open=True,
                 )
                 self._pools[tenant.tenant_id] = pool
