@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -258,3 +259,27 @@ def test_the_tenant_database_dropping_every_connection_costs_a_retry_not_the_wor
     say("hello after the database dropped us")
     wait_for(lambda: len(sent_to(sandbox, user)) == 2, 30, what="the reply after the connections were dropped")
     assert worker.popen.poll() is None
+
+
+def test_after_a_failover_one_failure_replaces_every_dead_connection_of_the_pool(tenants, db):
+    """Eight pooled connections all killed at once: the first use fails, the very next one works (not one failure
+    per dead connection, nor a wait for the pool's timeout)."""
+    from shared.db.pools import TenantPools
+
+    alpha = tenants.require("alpha")
+    pools = TenantPools(max_size=8, timeout=3)
+    try:
+        pool = pools.pool(alpha)
+        held = [pool.getconn() for _ in range(8)]
+        pids = [c.info.backend_pid for c in held]
+        for c in held:
+            pool.putconn(c)
+        with db("alpha") as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        with pytest.raises(psycopg.OperationalError):
+            with pools.connection(alpha) as conn:
+                conn.execute("SELECT 1")
+        with pools.connection(alpha) as conn:  # neither another dead connection nor a PoolTimeout
+            assert conn.execute("SELECT 1 AS one").fetchone()["one"] == 1
+    finally:
+        pools.close()
