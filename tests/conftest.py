@@ -228,15 +228,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def web(stack_env, tenants, data_dir) -> str:
-    """gunicorn serving the ingress on a free port; returns its base URL."""
+def start_web(env: dict, log_path: Path, port: int) -> tuple[Proc, str]:
+    """gunicorn with ingress/gunicorn.conf.py on `port`, once it answers /health: the process and its base URL."""
     import requests
 
-    port = free_port()
-    env = {**stack_env, "APP_PORT": str(port), "APP_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
     proc = Proc("web", [sys.executable, "-m", "gunicorn", "-c", "ingress/gunicorn.conf.py", "ingress.wsgi:app"],
-                env, data_dir / "web.log")
+                {**env, "APP_PORT": str(port), "APP_HOST": "127.0.0.1"}, log_path)
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -247,6 +244,13 @@ def web(stack_env, tenants, data_dir) -> str:
 
     wait_for(up, 30, what="gunicorn start")
     assert proc.popen.poll() is None, proc.log()
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def web(stack_env, tenants, data_dir) -> str:
+    """gunicorn serving the ingress on a free port; returns its base URL."""
+    proc, url = start_web({**stack_env, "WEB_CONCURRENCY": "2"}, data_dir / "web.log", free_port())
     yield url
     proc.stop()
 

@@ -15,7 +15,6 @@ import os
 import select
 import socket
 import statistics
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ import pytest
 import requests
 from psycopg.conninfo import conninfo_to_dict
 
-from conftest import Proc, free_port
+from conftest import free_port, start_web
 from helpers import AUTH, NUMBERS, WEBHOOK_TOKEN, inbound, new_user, wait_for
 
 WORKERS = 2
@@ -40,22 +39,10 @@ TIMEOUT = 3.0  # seconds a test post waits for its answer
 def server(stack_env, tenants, data_dir):
     """gunicorn with ingress/gunicorn.conf.py on a free port: (base URL, port)."""
     port = free_port()
-    env = {**stack_env, "APP_PORT": str(port), "APP_HOST": "127.0.0.1", "WEB_CONCURRENCY": str(WORKERS),
-           "WEB_KEEPALIVE": str(KEEPALIVE)}
+    env = {**stack_env, "WEB_CONCURRENCY": str(WORKERS), "WEB_KEEPALIVE": str(KEEPALIVE)}
     if os.environ.get("SLOW_CLIENTS_WORKER_CLASS"):
         env["WEB_WORKER_CLASS"] = os.environ["SLOW_CLIENTS_WORKER_CLASS"]
-    proc = Proc("web-slow", [sys.executable, "-m", "gunicorn", "-c", "ingress/gunicorn.conf.py", "ingress.wsgi:app"],
-                env, data_dir / "web-slow.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(url + "/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return proc.popen.poll() is not None
-
-    wait_for(up, 30, what="gunicorn start")
-    assert proc.popen.poll() is None, proc.log()
+    proc, url = start_web(env, data_dir / "web-slow.log", port)
     yield url, port
     proc.stop()
     assert "Traceback" not in proc.log(), proc.log()[-3000:]
