@@ -1,6 +1,6 @@
 """Celery settings shared by every worker, beat and the ingress (which only publishes).
 
-The broker URL comes from REDIS_URL through shared.settings; everything else is here.
+The broker URL comes from REDIS_URL through shared.config.settings; everything else is here.
 """
 import os
 
@@ -29,7 +29,7 @@ worker_prefetch_multiplier = 1
 # send retries; a countdown longer than the timeout would hand the waiting task to a second worker) and than a
 # turn normally runs. The next scan after that (every CELERY_RESTORE_INTERVAL seconds; kombu's default throttle
 # would make it ten times rarer) restores it. Tasks lost outright (a worker killed between kombu's BRPOP and its
-# unacked bookkeeping) are re-driven by `redrive_accepted` (shared/accepted.py) after ACCEPTED_REDRIVE_SECONDS,
+# unacked bookkeeping) are re-driven by `redrive_accepted` (shared/queueing/accepted.py) after ACCEPTED_REDRIVE_SECONDS,
 # and turns left behind by the `recover_stalled` sweep.
 broker_transport_options = {
     "visibility_timeout": _seconds("CELERY_VISIBILITY_TIMEOUT", "360"),

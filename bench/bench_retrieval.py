@@ -7,7 +7,7 @@ table with the user filter applied afterwards, using the HNSW index) and reports
 returns: why the store filters first and ranks exactly.
 
 Usage:  .venv/bin/python bench/bench_retrieval.py [--sizes 10000,100000] [--queries 200]
-Starts an embedded PostgreSQL (shared.devstack.start_postgres) unless BENCH_DATABASE_URL names a server whose
+Starts an embedded PostgreSQL (devtools.devstack.start_postgres) unless BENCH_DATABASE_URL names a server whose
 user may create databases; the benchmark database is dropped at the end.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from benchdb import bench_server
 from shared.db.migrate import migrate_tenant  # noqa: E402
 from shared.memory.embedders import HashEmbedder  # noqa: E402
 from shared.memory.store import MemoryStore, embed_text  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from shared.tenants import parse_tenants  # noqa: E402
+from shared.config.settings import load_settings  # noqa: E402
+from shared.config.tenants import parse_tenants  # noqa: E402
 
 DIM = 256
 USERS = 1000

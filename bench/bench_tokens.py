@@ -3,7 +3,7 @@
 One user talks to the bot through a 60-turn script (greetings, thanks, saving events, reminders, schedule
 questions, weather questions, chit-chat, questions about earlier things), played `--rounds` times (default 3,
 one day apart: 180 turns; the default 3000-token budget only starts to bind after about 60 short turns).
-It runs through the real engine (`shared.engine.respond`) against four tenants that differ only in two settings:
+It runs through the real engine (`shared.conversation.engine.respond`) against four tenants that differ only in two settings:
 
 - `config.tool_gating` true/false: the orchestrator exposes only the tools of the agents that can handle the
   intent (small talk: none), or every enabled tool on every turn;
@@ -13,12 +13,12 @@ Each tenant has its own PostgreSQL database migrated with `migrate_tenant`; ever
 (the user message is stored, the engine answers, usage and the reply are stored, then commit), so history and
 saved items grow as in production. The model is `MockProvider`, whose prompt tokens are estimated from the
 messages and the tool schemas it is sent; a turn's prompt tokens are the sum over its LLM calls (intent
-classification included). History is read as `shared.turn` reads it (at most HISTORY_ROWS = 200 messages),
+classification included). History is read as `shared.conversation.turn` reads it (at most HISTORY_ROWS = 200 messages),
 so without a budget the prompt stops growing after 100 turns. The tenant's one HTTP tool (get_weather) points
 at 127.0.0.1:9: it is offered, and calls to it fail fast, which is fine for counting prompt tokens.
 
 Usage:  .venv/bin/python bench/bench_tokens.py [--rounds 3] [--budget 3000]
-Starts an embedded PostgreSQL (shared.devstack.start_postgres) unless BENCH_DATABASE_URL names a server whose
+Starts an embedded PostgreSQL (devtools.devstack.start_postgres) unless BENCH_DATABASE_URL names a server whose
 user may create databases; the benchmark databases are dropped at the end.
 """
 from __future__ import annotations
@@ -44,14 +44,14 @@ from psycopg.rows import dict_row  # noqa: E402
 from benchdb import bench_server
 from shared.db import repo  # noqa: E402
 from shared.db.migrate import migrate_tenant  # noqa: E402
-from shared.engine import respond  # noqa: E402
+from shared.conversation.engine import respond  # noqa: E402
 from shared.llm.mock import MockProvider  # noqa: E402
 from shared.memory.store import MemoryStore  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from shared.tenants import Tenant, parse_tenants  # noqa: E402
-from shared.tokens import estimate_tools  # noqa: E402
+from shared.config.settings import load_settings  # noqa: E402
+from shared.config.tenants import Tenant, parse_tenants  # noqa: E402
+from shared.conversation.tokens import estimate_tools  # noqa: E402
 from shared.tools.registry import build_registry  # noqa: E402
-from shared.turn import HISTORY_ROWS  # noqa: E402
+from shared.conversation.turn import HISTORY_ROWS  # noqa: E402
 
 UNBUDGETED = 1_000_000
 START = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)  # a Monday morning

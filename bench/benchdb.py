@@ -21,7 +21,7 @@ def bench_server() -> Iterator[str]:
     server, tmp = None, None
     base = os.environ.get("BENCH_DATABASE_URL")
     if not base:
-        from shared.devstack import start_postgres
+        from devtools.devstack import start_postgres
 
         tmp = tempfile.mkdtemp(prefix="wabot-bench-")
         server = start_postgres(Path(tmp) / "pg")

@@ -8,10 +8,10 @@ from ingress import errors, health, request_context, webhooks
 from ingress.state import IngressState
 from ingress.state import init_app as init_state
 from shared.log import configure_logging
-from shared.redis_conn import redis_client
-from shared.settings import Settings, load_settings
-from shared.taskqueue import make_celery
-from shared.tenants import TenantRegistry, load_tenants
+from shared.queueing.redis_conn import redis_client
+from shared.config.settings import Settings, load_settings
+from shared.queueing.tasks import make_celery
+from shared.config.tenants import TenantRegistry, load_tenants
 
 
 def create_app(settings: Settings | None = None, tenants: TenantRegistry | None = None,

@@ -1,9 +1,9 @@
 """Marshmallow schemas of the webhooks Infobip sends (see ../shared/reference/infobip-whatsapp.md).
 
 Lenient where Infobip evolves (unknown fields and unknown message types are accepted), strict where our
-processing depends on a field: every field a worker reads (shared/turn.py store_inbound, shared/message_text.py,
-shared/reports.py) is checked here for the type that code expects, numbers with shared.phone.normalize_number and
-times with shared.infobip.times, the very functions the workers call. So what the webhook accepts, a worker can
+processing depends on a field: every field a worker reads (shared/conversation/turn.py store_inbound, shared/conversation/message_text.py,
+shared/delivery/reports.py) is checked here for the type that code expects, numbers with shared.phone.normalize_number and
+times with shared.delivery.infobip.times, the very functions the workers call. So what the webhook accepts, a worker can
 store. (Characters and nesting are checked before, in ingress/payload.py.) We validate and then pass Infobip's own
 payload on unchanged, so nothing it sent is lost.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from shared.infobip.times import read_infobip_time
+from shared.delivery.infobip.times import read_infobip_time
 from shared.phone import normalize_number
 
 # Infobip's documented maximum per POST is 2,000 results. Each result costs the ingress a Redis claim and a

@@ -7,8 +7,8 @@ import redis
 from celery import Celery
 from flask import Flask, current_app
 
-from shared.settings import Settings
-from shared.tenants import TenantRegistry
+from shared.config.settings import Settings
+from shared.config.tenants import TenantRegistry
 
 
 @dataclass(frozen=True)

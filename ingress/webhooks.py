@@ -1,7 +1,7 @@
 """Infobip webhooks: authenticate, validate, resolve the tenant, enqueue, answer in milliseconds.
 
 Guarantee: a 2xx means every accepted result is in Redis twice over: as its task, and as a record that stays until
-the worker has stored it (shared/accepted.py), so a task the broker loses is published again: at-least-once from
+the worker has stored it (shared/queueing/accepted.py), so a task the broker loses is published again: at-least-once from
 here on. If Redis cannot take a task the answer is 503 and Infobip delivers the whole batch again; results already enqueued before the failure
 are then seen twice, which the workers' deduplication absorbs.
 """
@@ -20,10 +20,10 @@ from ingress.errors import error_response
 from ingress.payload import PayloadError, parse_body, refusal
 from ingress.schemas import MAX_RESULTS, EnvelopeSchema, result_kind
 from ingress.state import state
-from shared import accepted, dedupe
-from shared.outbox import tenant_of_message_id
-from shared.taskqueue import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, TASK_QUEUES, enqueue
-from shared.tenants import Tenant
+from shared.queueing import accepted, dedupe
+from shared.delivery.outbox import tenant_of_message_id
+from shared.queueing.tasks import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, TASK_QUEUES, enqueue
+from shared.config.tenants import Tenant
 
 log = logging.getLogger("ingress.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -102,7 +102,7 @@ def _receive(allowed_kinds: tuple[str, ...]):
             jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}))
 
     # Recorded before they are published, forgotten by the worker once done: what we answer 2xx for is re-driven
-    # if the broker loses it (shared/accepted.py).
+    # if the broker loses it (shared/queueing/accepted.py).
     records = [accepted.Accepted(str(uuid.uuid4()), task_name, TASK_QUEUES[task_name], payload)
                for task_name, payload in jobs]
     celery = state().celery

@@ -19,10 +19,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from shared.db.migrate import migrate_tenant
-from shared.devstack import ROOT, start_postgres, start_redis
-from shared.infobip.sandbox import InfobipSandbox
-from shared.settings import load_settings
-from shared.tenants import load_tenants
+from devtools.devstack import ROOT, start_postgres, start_redis
+from devtools.sandbox import InfobipSandbox
+from shared.config.settings import load_settings
+from shared.config.tenants import load_tenants
 
 from helpers import BETA_TOKEN, GAMMA_LLM_KEY, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN, wait_for
 

@@ -21,7 +21,7 @@ import time
 
 from werkzeug.wrappers import Request, Response
 
-from shared.localserver import LocalServer
+from devtools.localserver import LocalServer
 
 
 class FakeHttpApi(LocalServer):

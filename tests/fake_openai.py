@@ -25,7 +25,7 @@ from typing import Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from shared.localserver import LocalServer
+from devtools.localserver import LocalServer
 
 _ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),

@@ -1,5 +1,5 @@
 """What the webhook answers 2xx for is stored and answered in the end, whatever process dies when (issue 8):
-the accepted-work records (shared/accepted.py), their re-drive sweep, and SIGKILLs of the inbound worker under a
+the accepted-work records (shared/queueing/accepted.py), their re-drive sweep, and SIGKILLs of the inbound worker under a
 backlog. Each test has its own Redis broker, so only its own workers take its tasks."""
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 
 from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
-from shared import accepted
-from shared.devstack import start_redis
-from shared.redis_conn import redis_client
-from shared.taskqueue import TASK_HANDLE_INBOUND, TASK_RECOVER, TASK_REDRIVE_ACCEPTED, enqueue, make_celery
+from shared.queueing import accepted
+from devtools.devstack import start_redis
+from shared.queueing.redis_conn import redis_client
+from shared.queueing.tasks import TASK_HANDLE_INBOUND, TASK_RECOVER, TASK_REDRIVE_ACCEPTED, enqueue, make_celery
 
 KILLS = int(os.environ.get("WABOT_KILLS", "4"))  # `WABOT_KILLS=12 make test` for the long run
 

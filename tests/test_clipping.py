@@ -8,8 +8,8 @@ import uuid
 
 from helpers import wait_for
 from shared.agents.intent import intent_messages
-from shared.context import fit_messages
-from shared.tokens import MIN_CLIP_TOKENS, clip_text, estimate_messages, estimate_text, estimate_tools
+from shared.conversation.prompt import fit_messages
+from shared.conversation.tokens import MIN_CLIP_TOKENS, clip_text, estimate_messages, estimate_text, estimate_tools
 from test_engine import replies, say
 
 MARKER = "shortened from"

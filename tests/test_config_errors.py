@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from helpers import NUMBERS, WEBHOOK_TOKEN, new_user
-from shared import cli
-from shared.devstack import ROOT
-from shared.infobip.sandbox import InfobipSandbox
+from devtools import cli
+from devtools.devstack import ROOT
+from devtools.sandbox import InfobipSandbox
 
 
 def test_chat_refuses_a_user_that_is_not_a_phone_number(capsys):
@@ -31,7 +31,7 @@ def test_chat_normalises_the_user_number_and_reads_the_reply(tmp_path, stack_env
         "app_url": web, "sandbox_url": sandbox.url, "webhook_token": WEBHOOK_TOKEN,
         "tenants": [{"tenant_id": "alpha", "waba_number": NUMBERS["alpha"]}]}))
     env = {**stack_env, "WABOT_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "shared.cli", "chat", "--user", spelled, "--timeout", "60"],
+    done = subprocess.run([sys.executable, "-m", "devtools.cli", "chat", "--user", spelled, "--timeout", "60"],
                           input="hello\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"as +{digits}." in done.stdout
@@ -86,7 +86,7 @@ def test_a_deepseek_tenant_on_the_sql_fallback_needs_no_embedding_key(stack_env,
         monkeypatch.setenv(key, stack_env[key])
     monkeypatch.delenv("EMBEDDING_API_KEY", raising=False)
     from shared.errors import ConfigError
-    from shared.tenants import parse_tenants
+    from shared.config.tenants import parse_tenants
     from workers.runtime import Runtime
 
     doc = {"tenant_id": "ds", "waba_number": "+1 555 0177", "db_dsn": "postgresql://u@h/ds",

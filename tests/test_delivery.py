@@ -1,7 +1,7 @@
 """Delivery you can trust, the outbound half: retries with one messageId, ordered parts, the 24-hour window and its
 template, reports that arrive early or say the window closed, reminders sent exactly once.
 
-Real parts: the rows are written with shared.outbox.queue_reply in the tenant database, published to Redis with
+Real parts: the rows are written with shared.delivery.outbox.queue_reply in the tenant database, published to Redis with
 enqueue_sends, and posted by the session's Celery worker process to the Infobip sandbox over HTTP.
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from helpers import AUTH, delivery_report, new_user, wait_for
 from shared.db import repo
 from shared.db.pools import TenantPools
 from shared.errors import ConfigError
-from shared.infobip.client import InfobipClient, text_body
-from shared.infobip.errors import is_session_error
-from shared.infobip.retry import MAX_ATTEMPTS, parse_retry_after, retry_base_seconds, retry_delay
-from shared.infobip.split import split_text
-from shared.infobip.templates import parse_templates
-from shared.outbox import client_for, enqueue_sends, new_message_id, queue_reply, send_outbound
-from shared.reports import receive_report
-from shared.taskqueue import TASK_DISPATCH_REMINDERS, TASK_RECOVER, enqueue, make_celery
+from shared.delivery.infobip.client import InfobipClient, text_body
+from shared.delivery.infobip.errors import is_session_error
+from shared.delivery.infobip.retry import MAX_ATTEMPTS, parse_retry_after, retry_base_seconds, retry_delay
+from shared.delivery.infobip.split import split_text
+from shared.delivery.infobip.templates import parse_templates
+from shared.delivery.outbox import client_for, enqueue_sends, new_message_id, queue_reply, send_outbound
+from shared.delivery.reports import receive_report
+from shared.queueing.tasks import TASK_DISPATCH_REMINDERS, TASK_RECOVER, enqueue, make_celery
 
 TEXT = "/whatsapp/1/message/text"
 TEMPLATE = "/whatsapp/1/message/template"
@@ -430,7 +430,7 @@ def test_session_errors_are_recognised_by_code_or_words():
 
 
 def test_templates_are_validated_naming_tenant_and_field(settings):
-    from shared.tenants import parse_tenants
+    from shared.config.tenants import parse_tenants
 
     def tenant(templates):
         return {"tenants": [{"tenant_id": "shop", "waba_number": "+15550009999",

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from helpers import AUTH, NUMBERS, WEATHER_KEY, inbound, new_user, wait_for
-from shared.tokens import estimate_messages
+from shared.conversation.tokens import estimate_messages
 
 DB_TOOLS = {"upsert_item", "search_memory", "list_events", "delete_item", "set_reminder", "list_reminders",
             "cancel_reminder"}
@@ -202,7 +202,7 @@ def test_relative_times_are_read_from_when_the_user_wrote(client, worker, sandbo
 
 
 def test_said_at_trusts_received_at_only_within_bounds():
-    from shared.turn import SAID_AT_MAX_LAG, clock_from, said_at
+    from shared.conversation.turn import SAID_AT_MAX_LAG, clock_from, said_at
 
     now = datetime(2027, 1, 1, 0, 0, 3, tzinfo=timezone.utc)
     before_midnight = datetime(2026, 12, 31, 23, 59, 58, tzinfo=timezone.utc)

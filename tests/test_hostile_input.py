@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from helpers import AUTH, NUMBERS, delivery_report, inbound, infobip_time, new_user, wait_for
 from ingress.payload import MAX_DEPTH
 from ingress.schemas import MAX_RESULTS, result_kind
-from shared.infobip.times import parse_infobip_time
-from shared.outbox import tenant_of_message_id
+from shared.delivery.infobip.times import parse_infobip_time
+from shared.delivery.outbox import tenant_of_message_id
 from shared.phone import normalize_number
 
 INBOUND_URL, STATUS_URL = "/webhooks/infobip", "/webhooks/infobip/status"

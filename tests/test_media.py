@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import GAMMA_LLM_KEY, INFOBIP_KEY
-from shared.infobip.client import InfobipClient, MediaDownloadError, MediaRefused, MediaTooLarge
-from shared.infobip.sandbox import InfobipSandbox
+from shared.delivery.infobip.client import InfobipClient, MediaDownloadError, MediaRefused, MediaTooLarge
+from devtools.sandbox import InfobipSandbox
 from shared.llm import LLMError, provider_for
 from shared.llm.mock import MockProvider
 from shared.llm.openai_compat import OpenAICompatProvider
-from shared.llm.settings import LLMSettings
-from shared.media import transcribe_voice
+from shared.config.llm import LLMSettings
+from shared.conversation.media import transcribe_voice
 
 MEDIA_PATH = "/whatsapp/1/senders/447000000000/media/"
 GAMMA = SimpleNamespace(tenant_id="gamma")

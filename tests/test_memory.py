@@ -23,7 +23,7 @@ from shared.errors import ConfigError
 from shared.llm.base import LLMError
 from shared.memory.embedders import HashEmbedder, OpenAICompatEmbedder, embedder_for
 from shared.memory.store import MemoryStore, NewItem
-from shared.tenants import parse_tenants
+from shared.config.tenants import parse_tenants
 from shared.tools.base import ToolContext, ToolError
 from shared.tools.memory_tools import MEMORY_TOOLS
 

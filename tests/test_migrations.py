@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from shared.db.migrate import has_vector, load_migrations, migrate_tenant
-from shared.tenants import parse_tenants
+from shared.config.tenants import parse_tenants
 
 from conftest import fresh_dsn
 

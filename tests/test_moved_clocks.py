@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from helpers import wait_for
-from shared.redis_conn import redis_client
+from shared.queueing.redis_conn import redis_client
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVED = "WABOT_TEST_MOVED_CLOCK"  # set inside a moved-clock session: the moment it started at, ISO 8601

@@ -17,7 +17,7 @@ import redis
 
 from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
-from shared.outbox import SendOutcome
+from shared.delivery.outbox import SendOutcome
 
 
 class Broker:
@@ -108,7 +108,7 @@ def test_redis_restarted_under_load_loses_nothing_and_replies_go_out_soon_after(
     """Issue 8's "done when": Redis stopped and started again (same socket, data kept) while webhooks arrive and
     turns are at the LLM. The worker survives without a restart (before the fix in workers/broker.py it died with
     kombu's AttributeError at the connection loss), every 2xx is answered once, and the replies committed while
-    Redis was away go out within seconds of its return (shared/publisher.py), not after the 10-minute sweep."""
+    Redis was away go out within seconds of its return (shared/queueing/publisher.py), not after the 10-minute sweep."""
     from ingress.app import create_app
 
     env = {**stack_env, "REDIS_URL": broker.url, "CELERY_VISIBILITY_TIMEOUT": "8", "CELERY_RESTORE_INTERVAL": "1"}
@@ -159,7 +159,7 @@ def add_user(conn, phone: str) -> int:
 
 def queue_text(db, tenants, phone: str, uid: int, text: str) -> list[int]:
     """One reply's outbox rows, committed, with no task published (as when Redis refused the publish)."""
-    from shared.outbox import queue_reply
+    from shared.delivery.outbox import queue_reply
 
     with db("alpha") as conn, conn.transaction():
         return queue_reply(conn, tenants.require("alpha"), user_id=uid, phone=phone, text=text, source_message=None,
@@ -170,8 +170,8 @@ def queue_text(db, tenants, phone: str, uid: int, text: str) -> list[int]:
 def test_a_send_whose_publish_was_lost_goes_out_at_the_next_sweep_once(settings, tenants, worker, sandbox, db):
     """A reply committed when Redis refused its publish, 70 s ago: the next `recover_stalled` run publishes it (the
     threshold was 10 minutes), and a second publish of the same row at the same moment posts nothing more."""
-    from shared.outbox import send_payload
-    from shared.taskqueue import TASK_RECOVER, TASK_SEND, enqueue, make_celery
+    from shared.delivery.outbox import send_payload
+    from shared.queueing.tasks import TASK_RECOVER, TASK_SEND, enqueue, make_celery
 
     phone = new_user()
     with db("alpha") as conn:
@@ -193,7 +193,7 @@ def test_a_later_message_waits_for_a_failing_one_at_most_a_minute(tenants, sandb
     """Order across messages holds while the earlier one is on its way; once Infobip keeps refusing the earlier
     one, the later one goes after MAX_ORDER_WAIT instead of after the earlier one's 17-34 minutes of retries."""
     from shared.db.pools import TenantPools
-    from shared.outbox import MAX_ORDER_WAIT, client_for, send_outbound
+    from shared.delivery.outbox import MAX_ORDER_WAIT, client_for, send_outbound
 
     alpha = tenants.require("alpha")
     phone = new_user()
@@ -220,7 +220,7 @@ def test_a_later_message_waits_for_a_failing_one_at_most_a_minute(tenants, sandb
 
 
 def test_the_publisher_keeps_what_redis_refused_and_publishes_it_when_redis_is_back():
-    from shared.publisher import RetryingPublisher
+    from shared.queueing.publisher import RetryingPublisher
 
     down, got = True, []
 

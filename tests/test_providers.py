@@ -14,15 +14,15 @@ from psycopg.rows import dict_row
 
 from conftest import fresh_dsn
 from fake_openai import FakeOpenAI
-from shared import cli
+from devtools import cli
 from shared.db.migrate import migrate_tenant
 from shared.errors import ConfigError
 from shared.llm import LLMError, provider_for
 from shared.llm.base import answered_by
-from shared.llm.config import ProviderCache, resolve_llm
+from shared.config.providers import ProviderCache, resolve_llm
 from shared.llm.openai_compat import OpenAICompatProvider
-from shared.settings import load_settings
-from shared.tenants import parse_tenants
+from shared.config.settings import load_settings
+from shared.config.tenants import parse_tenants
 
 K1, K2, K3 = "sk-test-FIRST-0123456789abcdef", "sk-test-SECOND-0123456789abcdef", "sk-test-THIRD-0123456789abcdef"
 SECRETS = (K1, K2, K3)
@@ -241,7 +241,7 @@ def gamma(pg_url: str, fake: FakeOpenAI, llm: dict | None, env: dict | None = No
 
 
 def test_precedence_env_then_yaml_then_active_row(pg_url, fake, monkeypatch, secret_logs):
-    from shared.cli_providers import add_row, set_active
+    from devtools.cli_providers import add_row, set_active
 
     monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_DB", K2)
     env_only = gamma(pg_url, fake, None)
@@ -276,7 +276,7 @@ def test_precedence_env_then_yaml_then_active_row(pg_url, fake, monkeypatch, sec
 
 
 def test_active_row_fallback_and_unset_variable(pg_url, fake, monkeypatch, secret_logs):
-    from shared.cli_providers import add_row, set_active
+    from devtools.cli_providers import add_row, set_active
 
     monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_A", K1)
     monkeypatch.delenv("WABOT_LLM_KEY_GAMMA_MISSING", raising=False)
@@ -299,13 +299,13 @@ def test_active_row_fallback_and_unset_variable(pg_url, fake, monkeypatch, secre
 
 
 def broken_row_errors(records) -> list[logging.LogRecord]:
-    return [r for r in records if r.name == "shared.llm.config" and r.levelno == logging.ERROR]
+    return [r for r in records if r.name == "shared.config.providers" and r.levelno == logging.ERROR]
 
 
 def test_an_unusable_active_row_keeps_turns_answering(pg_url, fake, monkeypatch, secret_logs):
     """A row naming a variable the workers do not have: the turn still gets a provider, the error is logged (with
     the row and the variable, without a key) once per TTL, and the fixed row is picked up at the next check."""
-    from shared.cli_providers import add_row, set_active
+    from devtools.cli_providers import add_row, set_active
 
     monkeypatch.setenv("WABOT_LLM_KEY_GAMMA_A", K1)
     monkeypatch.delenv("WABOT_LLM_KEY_GAMMA_MISSING", raising=False)

@@ -1,6 +1,6 @@
 """Every task names its queue, and the queues are the four workloads."""
 import celeryconfig
-from shared.taskqueue import QUEUES, TASK_QUEUES
+from shared.queueing.tasks import QUEUES, TASK_QUEUES
 
 
 def test_every_task_has_a_queue(stack_env, monkeypatch):
@@ -10,7 +10,7 @@ def test_every_task_has_a_queue(stack_env, monkeypatch):
 
     app.loader.import_default_modules()
     ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
-    assert set(ours) == set(TASK_QUEUES), "a task was added without a queue in shared.taskqueue"
+    assert set(ours) == set(TASK_QUEUES), "a task was added without a queue in shared.queueing.tasks"
     for name, task in ours.items():
         assert task.queue in QUEUES, f"{name} names no queue"
         assert task.queue == TASK_QUEUES[name]

@@ -22,14 +22,14 @@ from werkzeug.wrappers import Request, Response
 from conftest import fresh_dsn
 from fake_http_api import FakeHttpApi
 from helpers import AUTH, GAMMA_LLM_KEY, INFOBIP_KEY, NUMBERS, WEBHOOK_TOKEN, inbound, new_user, wait_for
-from shared import cli
+from devtools import cli
 from shared.db.migrate import migrate_tenant
 from shared.errors import ConfigError
-from shared.infobip.client import InfobipClient, MediaRefused
-from shared.llm.config import ProviderCache, resolve_llm
-from shared.localserver import LocalServer
-from shared.settings import load_settings
-from shared.tenants import parse_tenants
+from shared.delivery.infobip.client import InfobipClient, MediaRefused
+from shared.config.providers import ProviderCache, resolve_llm
+from devtools.localserver import LocalServer
+from shared.config.settings import load_settings
+from shared.config.tenants import parse_tenants
 from shared.tools.base import ToolContext, ToolError
 from shared.tools.http import parse_http_tools
 from shared.tools.registry import build_registry
@@ -324,7 +324,7 @@ def test_a_provider_row_cannot_borrow_the_bots_own_secrets(own_tenant, evil, cap
         assert "'exfil'" in message and "INFOBIP_API_KEY" in message and "WABOT_LLM_KEY_" in message
         assert INFOBIP_KEY not in message and WEBHOOK_TOKEN not in message
 
-        caplog.set_level(logging.ERROR, logger="shared.llm.config")
+        caplog.set_level(logging.ERROR, logger="shared.config.providers")
         llm = ProviderCache(env=env).get(tenant, conn)  # what a worker does: the turn goes on with tenants.yaml
         answer = llm.chat(HELLO)
     assert answer.content and answer.model

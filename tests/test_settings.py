@@ -2,7 +2,7 @@
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import load_settings
+from shared.config.settings import load_settings
 
 BASE = {"REDIS_URL": "redis://127.0.0.1:6379/0", "WEBHOOK_VERIFY_TOKEN": "s3cret-token-value"}
 
@@ -77,7 +77,7 @@ def test_env_example_empty_values_count_as_unset():
     """A .env copied from .env.example: its empty assignments are defaults, and it pins no provider's model."""
     from dotenv import dotenv_values
 
-    from shared.devstack import ROOT
+    from devtools.devstack import ROOT
 
     example = {k: v for k, v in dotenv_values(ROOT / ".env.example").items() if v is not None}
     assert example["INFOBIP_API_KEY"] == "" and example["INFOBIP_WABA_NUMBERS"] == ""

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from helpers import AUTH, NUMBERS, delivery_report, inbound, infobip_time, new_user, wait_for
-from shared.infobip.errors import parse_error
+from shared.delivery.infobip.errors import parse_error
 
 
 def reply_to(sandbox, web, user, text="hello"):
@@ -71,7 +71,7 @@ def test_error_bodies_of_both_formats_parse():
 
 @pytest.mark.clock
 def test_a_due_reminder_is_sent_once_and_marked_late(worker, sandbox, db, settings):
-    from shared.taskqueue import TASK_DISPATCH_REMINDERS, enqueue, make_celery
+    from shared.queueing.tasks import TASK_DISPATCH_REMINDERS, enqueue, make_celery
 
     user = new_user()
     with db("alpha") as conn:

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.devstack import Supervisor
+from devtools.devstack import Supervisor
 
 
 def child(starts: Path, then: str) -> list[str]:

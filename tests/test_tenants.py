@@ -3,8 +3,8 @@ import pytest
 import yaml
 
 from shared.errors import ConfigError
-from shared.settings import load_settings
-from shared.tenants import load_tenants, parse_tenants
+from shared.config.settings import load_settings
+from shared.config.tenants import load_tenants, parse_tenants
 
 SETTINGS = load_settings({"REDIS_URL": "redis://127.0.0.1/0", "WEBHOOK_VERIFY_TOKEN": "t",
                           "INFOBIP_BASE_URL": "https://x.api.infobip.com", "INFOBIP_API_KEY": "k",
@@ -112,7 +112,7 @@ def test_file_errors(tmp_path):
 
 
 def test_example_file_is_valid():
-    from shared.devstack import ROOT
+    from devtools.devstack import ROOT
 
     env = {"ACME_DB_DSN": "postgresql://u@h/acme", "ACME_INFOBIP_KEY": "x", "WABOT_LLM_KEY_ACME_1": "k1",
            "WABOT_LLM_KEY_ACME_2": "k2",
@@ -121,7 +121,7 @@ def test_example_file_is_valid():
     reg = load_tenants(SETTINGS, str(ROOT / "tenants.yaml.example"), env=env)
     assert len(reg) >= 2
     from shared.agents.registry import validate_agents
-    from shared.ratelimit import tenant_limits
+    from shared.conversation.ratelimit import tenant_limits
     from shared.tools.registry import build_registry
 
     for t in reg:  # what a worker checks at start-up
@@ -160,8 +160,8 @@ def test_every_config_key_the_code_reads_is_known_and_parses():
     import re
     from pathlib import Path
 
-    from shared.devstack import ROOT
-    from shared.tenants import CONFIG_KEYS
+    from devtools.devstack import ROOT
+    from shared.config.tenants import CONFIG_KEYS
 
     read = set()
     for path in Path(ROOT, "shared").rglob("*.py"):

@@ -12,7 +12,7 @@ import requests
 
 from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
-from shared.ratelimit import NOTICE
+from shared.conversation.ratelimit import NOTICE
 
 
 def texts_to(sandbox, user):
@@ -45,7 +45,7 @@ def test_fifty_copies_of_one_webhook_give_one_reply(web, worker, sandbox, db):
 
 def test_the_same_message_enqueued_twice_anyway_is_answered_once(settings, tenants, worker, sandbox, db):
     """The ingress filter can be bypassed (a claim expired, a second ingress): the database still guards."""
-    from shared.taskqueue import TASK_HANDLE_INBOUND, enqueue, make_celery
+    from shared.queueing.tasks import TASK_HANDLE_INBOUND, enqueue, make_celery
 
     user = new_user()
     result = inbound(NUMBERS["alpha"], user, {"type": "TEXT", "text": "twice through the queue"})["results"][0]
@@ -99,7 +99,7 @@ def test_a_worker_killed_during_the_llm_call_loses_nothing(stack_env, tenants, s
                                                            settings):
     """SIGKILL mid-turn: after a new worker starts, the user gets exactly one reply."""
     from ingress.app import create_app
-    from shared.devstack import start_redis
+    from devtools.devstack import start_redis
 
     broker = start_redis(data_dir / f"redis-kill-{os.getpid()}")  # its own broker: only our workers take the task
     env = {**stack_env, "REDIS_URL": broker.url, "CELERY_VISIBILITY_TIMEOUT": "3", "CELERY_RESTORE_INTERVAL": "1"}
@@ -173,7 +173,7 @@ def test_a_voice_note_is_transcribed_where_the_provider_can(client, worker, sand
 
 def test_a_turn_that_cannot_succeed_ends_with_an_apology_not_silence(client, worker, sandbox, fake_openai, db):
     """The model refuses the request outright (HTTP 400, not retryable): the user is told, nothing loops."""
-    from shared.turn import DEFAULT_APOLOGY
+    from shared.conversation.turn import DEFAULT_APOLOGY
 
     user = new_user()
     # the first model call works (a tool call), the second is refused: the turn fails half way
@@ -196,7 +196,7 @@ def test_a_reminder_is_not_held_up_by_its_users_slow_turn(client, worker, sandbo
     """The per-user turn lock serialises turns only: reminders (and reports) for the user go on meanwhile."""
     from datetime import datetime, timedelta, timezone
 
-    from shared.taskqueue import TASK_DISPATCH_REMINDERS, enqueue, make_celery
+    from shared.queueing.tasks import TASK_DISPATCH_REMINDERS, enqueue, make_celery
 
     user = new_user()
     fake_openai.script({"delay": 6.0, "content": "slow answer"})
@@ -229,9 +229,9 @@ def test_a_refused_batch_leaves_no_claims_behind(client, db):
 
 def test_one_flooding_user_does_not_silence_the_tenant(redis_url, settings):
     """The user's own window is checked first, so a flood spends only that user's allowance."""
-    from shared.ratelimit import RateLimiter
-    from shared.redis_conn import redis_client
-    from shared.tenants import parse_tenants
+    from shared.conversation.ratelimit import RateLimiter
+    from shared.queueing.redis_conn import redis_client
+    from shared.config.tenants import parse_tenants
 
     doc = {"tenant_id": f"rl{new_user()[-6:]}", "waba_number": "+1 555 0199", "db_dsn": "postgresql://u@h/rl",
            "embedding_model": "local-hash", "config": {"rate_limit_user": "3/minute", "rate_limit_tenant": "5/minute"}}

@@ -7,8 +7,8 @@ from celery import signals
 
 from shared.db.migrate import migrate_tenant
 from shared.log import configure_logging
-from shared.settings import load_settings
-from shared.taskqueue import make_celery
+from shared.config.settings import load_settings
+from shared.queueing.tasks import make_celery
 from workers import broker
 
 broker.install()  # before any broker connection: a Redis restart must not kill the worker (see workers/broker.py)

@@ -9,10 +9,10 @@ import uuid
 import redis
 from celery import Task
 
-from shared import accepted
+from shared.queueing import accepted
 from shared import log as logctx
-from shared.redis_conn import redis_client
-from shared.taskqueue import TASK_QUEUES, enqueue
+from shared.queueing.redis_conn import redis_client
+from shared.queueing.tasks import TASK_QUEUES, enqueue
 
 log = logging.getLogger("workers")
 
@@ -25,7 +25,7 @@ def worker_redis() -> redis.Redis:
 
 
 def publish_tracked(app, task_name: str, payload: dict, countdown: float | None = None) -> None:
-    """Publish a task that must not be lost between Redis and a worker: recorded first (shared/accepted.py), then
+    """Publish a task that must not be lost between Redis and a worker: recorded first (shared/queueing/accepted.py), then
     forgotten by its worker once it returned, re-driven by the sweep if it vanished. Raises if Redis is away."""
     from workers.runtime import get_runtime
 
@@ -38,7 +38,7 @@ class WabotTask(Task):
     abstract = True
     # Tasks acknowledge after running (celeryconfig): a killed worker's task is redelivered (at-least-once),
     # so every task body must be idempotent.
-    # True for the tasks the webhook records before it answers 2xx (shared/accepted.py): once such a task has
+    # True for the tasks the webhook records before it answers 2xx (shared/queueing/accepted.py): once such a task has
     # returned, its durable part is done and its record is forgotten, so the sweep will not publish it again.
     confirms_accepted = False
 

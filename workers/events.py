@@ -13,9 +13,9 @@ import logging
 
 import psycopg
 
-from shared.outbox import enqueue_sends
-from shared.reports import receive_report
-from shared.taskqueue import QUEUE_EVENTS, TASK_APPLY_REPORT
+from shared.delivery.outbox import enqueue_sends
+from shared.delivery.reports import receive_report
+from shared.queueing.tasks import QUEUE_EVENTS, TASK_APPLY_REPORT
 from workers.app import app
 from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff
 from workers.runtime import get_runtime

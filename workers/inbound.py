@@ -11,8 +11,8 @@ from psycopg_pool import PoolTimeout
 
 from shared.llm.base import LLMError
 from shared.log import bind
-from shared.taskqueue import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
-from shared.turn import give_up, run_user_turn, store_inbound, store_unstorable
+from shared.queueing.tasks import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
+from shared.conversation.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from workers.app import app
 from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff, publish_tracked
 from workers.runtime import get_runtime
@@ -65,7 +65,7 @@ def handle_message(self, payload: dict) -> dict:
 @app.task(name=TASK_RUN_TURN, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None,
           confirms_accepted=True)
 def run_turn(self, payload: dict) -> dict:
-    """One turn for one user (per-user order, debounce and crash safety: see shared.turn)."""
+    """One turn for one user (per-user order, debounce and crash safety: see shared.conversation.turn)."""
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
     user_id = int(payload["user_id"])

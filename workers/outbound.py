@@ -3,7 +3,7 @@
 The retry waits in the broker (`self.retry(countdown=...)`), not in a sleeping worker thread: a blocking retry
 library such as tenacity would hold a thread of the pool for the whole backoff.
 
-Bounds: the number of POSTS of a row is bounded on the row itself (shared.infobip.retry.MAX_ATTEMPTS, counted
+Bounds: the number of POSTS of a row is bounded on the row itself (shared.delivery.infobip.retry.MAX_ATTEMPTS, counted
 before each post), so Celery's own retry count is not the bound and is unlimited: the other retries post nothing
 (the tenant database is away: capped backoff up to 5 minutes, for as long as the outage lasts; another task is
 posting this row right now: a short wait, then that task's recorded result is seen).
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import psycopg
 
-from shared.infobip.retry import retry_base_seconds
-from shared.outbox import send_outbound
-from shared.reports import settle_after_send
-from shared.taskqueue import QUEUE_OUTBOUND, TASK_SEND
+from shared.delivery.infobip.retry import retry_base_seconds
+from shared.delivery.outbox import send_outbound
+from shared.delivery.reports import settle_after_send
+from shared.queueing.tasks import QUEUE_OUTBOUND, TASK_SEND
 from workers.app import app
 from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime

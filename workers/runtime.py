@@ -6,19 +6,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from shared.db.pools import TenantPools
-from shared.infobip.client import InfobipClient
-from shared.llm.config import ProviderCache
+from shared.delivery.infobip.client import InfobipClient
+from shared.config.providers import ProviderCache
 from shared.memory.embedders import embedder_for
 from shared.memory.store import MemoryStore
-from shared.outbox import client_for, queue_reply, send_payload
-from shared.publisher import RetryingPublisher
-from shared.ratelimit import RateLimiter
-from shared.redis_conn import redis_client
-from shared.settings import Settings, load_settings
-from shared.taskqueue import TASK_SEND, enqueue
-from shared.tenants import Tenant, TenantRegistry, load_tenants
+from shared.delivery.outbox import client_for, queue_reply, send_payload
+from shared.queueing.publisher import RetryingPublisher
+from shared.conversation.ratelimit import RateLimiter
+from shared.queueing.redis_conn import redis_client
+from shared.config.settings import Settings, load_settings
+from shared.queueing.tasks import TASK_SEND, enqueue
+from shared.config.tenants import Tenant, TenantRegistry, load_tenants
 from shared.tools.registry import build_registry
-from shared.turn import TurnDeps
+from shared.conversation.turn import TurnDeps
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Runtime:
 
     @property
     def publisher(self) -> RetryingPublisher:
-        """Publishes after a commit; while Redis is away it keeps retrying in the background (shared/publisher.py).
+        """Publishes after a commit; while Redis is away it keeps retrying in the background (shared/queueing/publisher.py).
         One per process, so one backlog and one retrying thread."""
         with self._lock:
             if self._publisher is None:
@@ -80,7 +80,7 @@ class Runtime:
     def check(self) -> None:
         """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now."""
         from shared.agents.registry import validate_agents
-        from shared.ratelimit import tenant_limits
+        from shared.conversation.ratelimit import tenant_limits
 
         for tenant in self.tenants:
             validate_agents(tenant)

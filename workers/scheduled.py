@@ -5,14 +5,14 @@ import logging
 import time
 from datetime import timedelta
 
-from shared import accepted
+from shared.queueing import accepted
 from shared.db import repo
 from shared.clock import utcnow
-from shared.outbox import enqueue_sends, requeue_stalled
-from shared.reminders import claim_due_reminders
-from shared.taskqueue import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
+from shared.delivery.outbox import enqueue_sends, requeue_stalled
+from shared.delivery.reminder_dispatch import claim_due_reminders
+from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
                               TASK_RUN_TURN, enqueue)
-from shared.turn import abandoned_users, give_up, stalled_users
+from shared.conversation.turn import abandoned_users, give_up, stalled_users
 from workers.app import app
 from workers.base import WabotTask, worker_redis
 from workers.runtime import get_runtime
@@ -84,7 +84,7 @@ def recover_stalled(self, payload: dict | None = None) -> dict:
 @app.task(name=TASK_REDRIVE_ACCEPTED, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
 def redrive_accepted(self, payload: dict | None = None) -> dict:
     """Publish again what the webhook accepted (2xx) but no worker has done, and is no longer in its queue: the
-    tasks a killed worker or a Redis restart lost (shared/accepted.py). Tasks are idempotent; a copy costs a look."""
+    tasks a killed worker or a Redis restart lost (shared/queueing/accepted.py). Tasks are idempotent; a copy costs a look."""
     settings = get_runtime().settings
     outcome = accepted.redrive(
         worker_redis(), lambda task, body, task_id: enqueue(app, task, body, task_id=task_id), time.time(),

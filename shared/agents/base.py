@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.llm.base import LLMProvider
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.tools.base import ToolContext

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from shared.agents.base import Intent, LLMCall
 from shared.llm.base import LLMProvider, answered_by
-from shared.tokens import clip_text, estimate_messages
+from shared.conversation.tokens import clip_text, estimate_messages
 
 _DB = re.compile(
     r"\b(remind|reminders?|remember|save|note|notes|schedul\w*|agenda|calendar|appointments?|events?|meetings?|"

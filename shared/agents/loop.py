@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from shared.agents.base import AgentRequest, AgentResponse, LLMCall
-from shared.context import fit_messages
+from shared.conversation.prompt import fit_messages
 from shared.llm.base import answered_by
-from shared.tokens import prompt_budget
+from shared.conversation.tokens import prompt_budget
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from shared.agents.db_agent import DbAgent
 from shared.agents.http_agent import HttpAgent
 from shared.agents.orchestrator import Orchestrator
 from shared.errors import ConfigError
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 SPECIALISTS: dict[str, type] = {
     "db_agent": DbAgent,

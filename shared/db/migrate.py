@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 
 class TenantPools:

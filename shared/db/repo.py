@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.infobip.client import accepted_status
+from shared.delivery.infobip.client import accepted_status
 
 # Outbound statuses ordered by how far a message got; a report never moves a message backwards.
 STATUS_RANK = {"queued": 0, "failed": 1, "not_sent": 1, "sent": 2, "undeliverable": 3, "expired": 3,

@@ -5,7 +5,7 @@ from datetime import datetime, time
 
 import psycopg
 
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 
 def start_of_local_day(tenant: Tenant, now: datetime) -> datetime:

@@ -5,7 +5,7 @@ from shared.llm.base import LLMProvider
 from shared.llm.failover import FailoverProvider
 from shared.llm.mock import MockProvider
 from shared.llm.openai_compat import OpenAICompatProvider
-from shared.llm.settings import LLMSettings
+from shared.config.llm import LLMSettings
 
 
 def _single(cfg: LLMSettings) -> LLMProvider:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.errors import ConfigError, reject_unknown_keys
 from shared.llm.base import LLMError
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 EMBEDDING_PROVIDERS = ("openai", "ollama", "local")
 EMBEDDING_BLOCK_KEYS = {"provider", "base_url", "api_key"}

@@ -32,7 +32,7 @@ from shared.db.migrate import has_vector
 from shared.errors import ConfigError
 from shared.llm.base import LLMError
 from shared.memory.embedders import Embedder, embedder_for
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import psycopg
 
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.memory.store import MemoryStore

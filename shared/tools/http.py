@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.errors import ConfigError, reject_unknown_keys
 from shared.safeurl import Origin, UnsafeURL, check_url
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 from shared.tools.netguard import FetchError, fetch
 from shared.tools.registry import object_schema_problem

@@ -37,7 +37,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from shared.errors import ConfigError
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolContext, ToolError, ToolResult
 
 log = logging.getLogger(__name__)

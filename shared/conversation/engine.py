@@ -17,10 +17,10 @@ import psycopg
 from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall
 from shared.agents.intent import classify, http_keywords
 from shared.agents.registry import orchestrator_for
-from shared.context import build_prompt
+from shared.conversation.prompt import build_prompt
 from shared.llm.base import LLMProvider
-from shared.tenants import Tenant
-from shared.tokens import prompt_budget
+from shared.config.tenants import Tenant
+from shared.conversation.tokens import prompt_budget
 from shared.tools.base import ToolContext
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -35,13 +35,13 @@ from celery import Celery
 from shared.clock import utcnow
 from shared.db import repo
 from shared.db.pools import TenantPools
-from shared.infobip.client import TEMPLATE_PATH, TEXT_PATH, InfobipClient, template_body, text_body
-from shared.infobip.errors import InfobipError
-from shared.infobip.retry import DEFAULT_BASE_SECONDS, MAX_ATTEMPTS, retry_delay
-from shared.infobip.split import split_text
-from shared.infobip.templates import Template, reengage_template, render_placeholders
-from shared.taskqueue import TASK_SEND, enqueue
-from shared.tenants import Tenant
+from shared.delivery.infobip.client import TEMPLATE_PATH, TEXT_PATH, InfobipClient, template_body, text_body
+from shared.delivery.infobip.errors import InfobipError
+from shared.delivery.infobip.retry import DEFAULT_BASE_SECONDS, MAX_ATTEMPTS, retry_delay
+from shared.delivery.infobip.split import split_text
+from shared.delivery.infobip.templates import Template, reengage_template, render_placeholders
+from shared.queueing.tasks import TASK_SEND, enqueue
+from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def send_outbound(tenant: Tenant, pools: TenantPools, client: InfobipClient, out
                   max_attempts: int = MAX_ATTEMPTS, retry_base: float = DEFAULT_BASE_SECONDS,
                   clock: Callable[[], datetime] = utcnow) -> SendOutcome:
     """Post one outbox row (one HTTP attempt) and record what Infobip said. The caller, after this returns (all
-    committed), settles reports kept for the message (shared.reports), publishes `enqueue` and schedules the retry
+    committed), settles reports kept for the message (shared.delivery.reports), publishes `enqueue` and schedules the retry
     (status `retry`), or tries again shortly (status `busy`: another task holds the row)."""
     with pools.connection(tenant) as conn:
         with conn.transaction():

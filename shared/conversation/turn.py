@@ -23,14 +23,14 @@ from shared.clock import utcnow
 from shared.db import repo
 from shared.db.pools import TenantPools
 from shared.db.usage import budget_spent
-from shared.engine import respond
-from shared.infobip.times import parse_infobip_time
+from shared.conversation.engine import respond
+from shared.delivery.infobip.times import parse_infobip_time
 from shared.agents.base import LLMCall
 from shared.llm.base import LLMProvider
-from shared.media import transcribe_voice
-from shared.message_text import message_text
+from shared.conversation.media import transcribe_voice
+from shared.conversation.message_text import message_text
 from shared.phone import normalize_number
-from shared.tenants import Tenant
+from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ class TurnDeps:
     llm_for: Callable[[Tenant, Any], LLMProvider]      # (tenant, connection) -> provider
     registry_for: Callable[[Tenant], Any]              # tenant -> ToolRegistry
     memory_for: Callable[[Tenant], Any]                # tenant -> MemoryStore
-    queue_reply: Callable[..., list[int]]              # shared.outbox.queue_reply
+    queue_reply: Callable[..., list[int]]              # shared.delivery.outbox.queue_reply
     infobip_for: Callable[[Tenant], Any] | None = None # tenant -> InfobipClient (mark as read, typing)
-    limiter: Any = None                                # shared.ratelimit.RateLimiter
+    limiter: Any = None                                # shared.conversation.ratelimit.RateLimiter
     clock: Callable[[], datetime] = utcnow
 
 
@@ -97,7 +97,7 @@ def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str 
             return Stored(user_id, existing["id"], phone, existing["status"], True)
         notice: list[int] = []
         if verdict is not None and verdict.notify:
-            from shared.ratelimit import NOTICE
+            from shared.conversation.ratelimit import NOTICE
 
             text = str(tenant.config.extra.get("rate_limit_notice") or NOTICE)
             last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from shared.infobip.client import TEXT_LIMIT
+from shared.delivery.infobip.client import TEXT_LIMIT
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE = re.compile(r"[.!?…。！？][\"'”’»)\]]*\s+")

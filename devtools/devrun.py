@@ -10,10 +10,10 @@ import sys
 import time
 
 from shared.db.migrate import migrate_tenant
-from shared.devstack import DATA, DEMO_TENANTS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
+from devtools.devstack import DATA, DEMO_TENANTS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
 from shared.errors import ConfigError
-from shared.settings import load_dotenv_file, load_settings
-from shared.tenants import load_tenants
+from shared.config.settings import load_dotenv_file, load_settings
+from shared.config.tenants import load_tenants
 
 DEV_DEFAULTS = {
     "LLM_PROVIDER": "mock",
@@ -52,7 +52,7 @@ def run_dev(with_flower: bool = True) -> int:
             stoppers.append(rd.stop)
             env["REDIS_URL"] = rd.url
         if not env.get("INFOBIP_BASE_URL"):
-            from shared.infobip.sandbox import InfobipSandbox
+            from devtools.sandbox import InfobipSandbox
 
             sandbox = InfobipSandbox(api_key=env["INFOBIP_API_KEY"], port=int(env.get("SANDBOX_PORT", "9090")))
             sandbox.start()
@@ -61,7 +61,7 @@ def run_dev(with_flower: bool = True) -> int:
             print(f"dev: Infobip sandbox at {sandbox.url} (replies are recorded there)", flush=True)
 
         if not env.get("DEMO_API_URL"):
-            from shared.devstack import DemoWeatherApi
+            from devtools.devstack import DemoWeatherApi
 
             demo_api = DemoWeatherApi(port=int(env.get("DEMO_API_PORT", "9091"))).start()
             stoppers.append(demo_api.stop)

@@ -3,7 +3,7 @@
 Guarantees: exactly one outbox message per reminder, however many dispatchers run at once: each claims due rows
 with `FOR UPDATE SKIP LOCKED` and flips them out of `pending` in the same transaction that writes the outbox rows.
 The caller enqueues the sends after that commit. A reminder found late (after downtime) is still sent, marked late;
-outside the user's 24-hour window it goes out as the tenant's template (shared.outbox.queue_message). Order: a
+outside the user's 24-hour window it goes out as the tenant's template (shared.delivery.outbox.queue_message). Order: a
 reminder is queued like any message, after the user's earlier messages still waiting to be sent, and reminders
 claimed together follow each other in due order.
 """
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from shared.outbox import queue_message
-from shared.tenants import Tenant
+from shared.delivery.outbox import queue_message
+from shared.config.tenants import Tenant
 
 LATE_AFTER = timedelta(minutes=5)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.redis_conn import broker_url
-from shared.settings import Settings
+from shared.queueing.redis_conn import broker_url
+from shared.config.settings import Settings
 
 QUEUE_INBOUND = "inbound"      # LLM turns: slow, many in flight (thread pool)
 QUEUE_OUTBOUND = "outbound"    # Infobip sends
@@ -48,6 +48,6 @@ def make_celery(settings: Settings, name: str = "wabot") -> Celery:
 def enqueue(app: Celery, task_name: str, payload: dict, countdown: float | None = None,
             task_id: str | None = None) -> None:
     """Publish one task to its queue. Returns once Redis holds it; raises kombu's OperationalError otherwise.
-    `task_id` names the task (an accepted webhook's record, shared/accepted.py); Celery makes one otherwise."""
+    `task_id` names the task (an accepted webhook's record, shared/queueing/accepted.py); Celery makes one otherwise."""
     app.send_task(task_name, kwargs={"payload": payload}, queue=TASK_QUEUES[task_name], countdown=countdown,
                   task_id=task_id, retry=True, retry_policy=PUBLISH_RETRY)

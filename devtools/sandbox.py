@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
-from shared.localserver import LocalServer
+from devtools.localserver import LocalServer
 
 _ERRORS = {
     400: ("BAD_REQUEST", "Bad request"),

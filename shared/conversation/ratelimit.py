@@ -14,8 +14,8 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from shared.errors import ConfigError
-from shared.redis_conn import limits_url
-from shared.tenants import Tenant
+from shared.queueing.redis_conn import limits_url
+from shared.config.tenants import Tenant
 
 DEFAULT_USER = "30/minute"
 DEFAULT_TENANT = "1200/minute"

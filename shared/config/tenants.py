@@ -16,10 +16,10 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.errors import ConfigError, reject_unknown_keys
-from shared.infobip.templates import parse_templates
-from shared.llm.settings import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
+from shared.delivery.infobip.templates import parse_templates
+from shared.config.llm import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
-from shared.settings import Settings
+from shared.config.settings import Settings
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")
@@ -159,7 +159,7 @@ _TYPED_CONFIG = {"business_name", "timezone", "rag_enabled", "max_context_tokens
                  "max_tool_steps", "debounce_ms"}
 # The other `config:` keys, kept (validated) in TenantConfig.extra for their readers' `extra.get(key, default)`.
 CONFIG_BOOLS = {"mark_read", "typing_indicator", "tool_gating"}
-CONFIG_STRINGS = {"rate_limit_user", "rate_limit_tenant",              # "30/minute": parsed by shared.ratelimit
+CONFIG_STRINGS = {"rate_limit_user", "rate_limit_tenant",              # "30/minute": parsed by shared.conversation.ratelimit
                   "unreadable_message_reply", "budget_exhausted_reply", "rate_limit_notice", "failure_reply"}
 CONFIG_INTS = {"embedding_dim"}                                       # checked with the embedding model below
 CONFIG_KEYS = _TYPED_CONFIG | CONFIG_BOOLS | CONFIG_STRINGS | CONFIG_INTS
@@ -286,7 +286,7 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
     if not ib_key:
         raise ConfigError(f"{where}: infobip.api_key is not set and INFOBIP_API_KEY is not set either")
 
-    parse_templates(doc.get("templates"), where)  # validated at start-up; read via shared.infobip.templates
+    parse_templates(doc.get("templates"), where)  # validated at start-up; read via shared.delivery.infobip.templates
 
     return Tenant(
         tenant_id=tid,

@@ -11,12 +11,12 @@ from shared.errors import ConfigError
 
 
 def cmd_check(_args) -> int:
-    from shared.settings import load_settings
-    from shared.tenants import load_tenants
+    from shared.config.settings import load_settings
+    from shared.config.tenants import load_tenants
 
     from shared.agents.registry import validate_agents
     from shared.memory.embedders import embedder_for
-    from shared.ratelimit import tenant_limits
+    from shared.conversation.ratelimit import tenant_limits
     from shared.tools.registry import build_registry
 
     settings = load_settings()
@@ -36,8 +36,8 @@ def cmd_check(_args) -> int:
 
 def cmd_migrate(args) -> int:
     from shared.db.migrate import migrate_tenant
-    from shared.settings import load_settings
-    from shared.tenants import load_tenants
+    from shared.config.settings import load_settings
+    from shared.config.tenants import load_tenants
 
     tenants = load_tenants(load_settings())
     selected = [tenants.require(args.tenant)] if args.tenant else list(tenants)
@@ -54,13 +54,13 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_dev(args) -> int:
-    from shared.devrun import run_dev
+    from devtools.devrun import run_dev
 
     return run_dev(with_flower=not args.no_flower)
 
 
 def cmd_sandbox(args) -> int:
-    from shared.infobip.sandbox import InfobipSandbox
+    from devtools.sandbox import InfobipSandbox
 
     box = InfobipSandbox(api_key=args.api_key, port=args.port)
     print(f"Infobip sandbox listening on {box.url}", flush=True)
@@ -84,7 +84,7 @@ def cmd_chat(args) -> int:
     """Type as a WhatsApp user: each line goes through the real webhook; replies come from the sandbox."""
     import requests
 
-    from shared.devstack import read_state
+    from devtools.devstack import read_state
     from shared.phone import normalize_number
 
     try:  # the form the bot stores and answers to: the sandbox is asked for replies to exactly this
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url"), p.add_argument("--sandbox"), p.add_argument("--token")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(fn=cmd_chat)
-    from shared.cli_providers import add_parser as add_providers_parser
+    from devtools.cli_providers import add_parser as add_providers_parser
 
     add_providers_parser(sub)
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ tenants.yaml (with the environment defaults merged in) is read once at start-up 
 `llm_providers` table can be changed while workers run (`wabot providers set-active`). The active row replaces
 the yaml block as a whole (its own keys, URL and fallback row); timeout and max_retries stay the yaml's, since
 the table has no columns for them. Rows store names of environment variables, never keys, and only names the
-api_key_envs allowlist accepts (shared.llm.settings.key_env_problem): a row cannot borrow INFOBIP_API_KEY or a
+api_key_envs allowlist accepts (shared.config.llm.key_env_problem): a row cannot borrow INFOBIP_API_KEY or a
 webhook token as a Bearer key for its own base_url.
 `ProviderCache` re-reads the table at most every `ttl_seconds` per tenant, so a change reaches running workers
 within the TTL, and keeps the same provider object while the settings stay equal (key cool-downs survive).
@@ -26,13 +26,13 @@ from psycopg.rows import dict_row
 from shared.errors import ConfigError
 from shared.llm.base import LLMProvider
 from shared.llm.factory import provider_for
-from shared.llm.settings import PROVIDERS_NEEDING_KEY, LLMSettings, default_chat_model, keys_from_envs
-from shared.settings import LLM_PROVIDERS
+from shared.config.llm import PROVIDERS_NEEDING_KEY, LLMSettings, default_chat_model, keys_from_envs
+from shared.config.settings import LLM_PROVIDERS
 
-if TYPE_CHECKING:  # shared.tenants imports shared.llm: only the type here, to keep the import graph acyclic
+if TYPE_CHECKING:  # shared.config.tenants imports shared.llm: only the type here, to keep the import graph acyclic
     import psycopg
 
-    from shared.tenants import Tenant
+    from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def settings_from_row(row: Mapping[str, Any], tenant: "Tenant", env: Mapping[str
                       fallback: LLMSettings | None = None) -> LLMSettings:
     """An `llm_providers` row as LLMSettings; errors name the tenant, the row and the variable, never a key.
     Every name in api_key_envs passes the allowlist before any variable is read (keys_from_envs)."""
-    from shared.tenants import EMBEDDING_DIMS  # late: see the TYPE_CHECKING note above
+    from shared.config.tenants import EMBEDDING_DIMS  # late: see the TYPE_CHECKING note above
 
     where = f"tenant {tenant.tenant_id}: llm_providers row {row['name']!r}"
     provider = (row["provider"] or "").strip().lower()

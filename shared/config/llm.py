@@ -1,7 +1,7 @@
 """LLMSettings: which provider a tenant talks to, and how the tenants.yaml `llm:` block becomes one.
 
 Precedence (lowest first): environment defaults (LLM_*), the tenant's `llm:` block, the active row of the
-tenant's `llm_providers` table (see shared.llm.config.resolve_llm). Keys come from `${ENV}` values or from
+tenant's `llm_providers` table (see shared.config.providers.resolve_llm). Keys come from `${ENV}` values or from
 environment variables named in `api_key_envs`; errors name the tenant, the field and the variable, never a key.
 
 `api_key_envs` (in tenants.yaml and in `llm_providers` rows alike) may name only variables made to hold LLM keys:
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.errors import ConfigError, reject_unknown_keys
-from shared.settings import LLM_PROVIDERS, Settings
+from shared.config.settings import LLM_PROVIDERS, Settings
 
 LLM_KEYS = {"provider", "model_chat", "base_url", "api_key", "api_keys", "api_key_envs", "fallback", "timeout",
             "max_retries"}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
 
-from shared.tenants import Tenant
-from shared.tokens import MIN_CLIP_TOKENS, clip_text, estimate_message, estimate_messages, estimate_text
+from shared.config.tenants import Tenant
+from shared.conversation.tokens import MIN_CLIP_TOKENS, clip_text, estimate_message, estimate_messages, estimate_text
 
 MEMORY_HEADER = "What you know about this user (from earlier conversations):"
 
@@ -66,7 +66,7 @@ def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]
 
 
 def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
-    """The messages of one model call, made to fit `budget` tokens (by `shared.tokens` estimates).
+    """The messages of one model call, made to fit `budget` tokens (by `shared.conversation.tokens` estimates).
 
     The tool loop appends the model's tool calls and the tools' results to a prompt that fitted when the turn
     began; this keeps each later call within budget too. First the oldest history before this turn's user

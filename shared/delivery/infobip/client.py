@@ -1,7 +1,7 @@
 """The Infobip WhatsApp client: one call per send, our own messageId on every request.
 
 The client makes exactly one HTTP attempt per call and reports whether a retry may help; the outbound task owns
-the retry schedule (shared.infobip.retry), so a retried send keeps the same messageId and never blocks a worker
+the retry schedule (shared.delivery.infobip.retry), so a retried send keeps the same messageId and never blocks a worker
 thread in a sleep. Mark-as-read and the typing indicator are courtesies: they never raise.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from shared.infobip.errors import InfobipError, parse_error
-from shared.infobip.retry import parse_retry_after
+from shared.delivery.infobip.errors import InfobipError, parse_error
+from shared.delivery.infobip.retry import parse_retry_after
 from shared.safeurl import Origin, UnsafeURL, check_url
 
 log = logging.getLogger(__name__)

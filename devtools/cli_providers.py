@@ -2,7 +2,7 @@
 
 Rows name environment variables that hold keys, never keys: an argument that is not a variable name is refused
 without being echoed, and so is a name outside the api_key_envs allowlist (WABOT_LLM_KEY_* or LLM_KEY_ENVS_ALLOWED,
-never INFOBIP_*, WEBHOOK_*, ...: see shared.llm.settings); the workers check the same rule again when they read
+never INFOBIP_*, WEBHOOK_*, ...: see shared.config.llm); the workers check the same rule again when they read
 the row. `set-active` makes exactly one row active in one transaction (or none with `--none`, which
 puts tenants.yaml back in charge); running workers pick the change up within their ProviderCache TTL.
 """
@@ -18,8 +18,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shared.errors import ConfigError
-from shared.llm.settings import ENV_NAME, PROVIDERS_NEEDING_KEY, default_chat_model, key_env_problem
-from shared.settings import LLM_PROVIDERS
+from shared.config.llm import ENV_NAME, PROVIDERS_NEEDING_KEY, default_chat_model, key_env_problem
+from shared.config.settings import LLM_PROVIDERS
 
 ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -124,8 +124,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _connect(tenant_id: str) -> tuple[Any, psycopg.Connection]:
-    from shared.settings import load_settings
-    from shared.tenants import load_tenants
+    from shared.config.settings import load_settings
+    from shared.config.tenants import load_tenants
 
     tenant = load_tenants(load_settings()).require(tenant_id)
     try:
@@ -176,7 +176,7 @@ def cmd_add(args) -> int:
     envs = [v for group in args.api_key_env for v in group]
 
     def action(tenant, conn) -> int:
-        from shared.tenants import EMBEDDING_DIMS
+        from shared.config.tenants import EMBEDDING_DIMS
 
         if args.embed_model and EMBEDDING_DIMS.get(args.embed_model, tenant.embedding_dim) != tenant.embedding_dim:
             raise ProviderInputError(f"--embed-model {args.embed_model} does not make {tenant.embedding_dim}-"

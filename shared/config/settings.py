@@ -37,7 +37,7 @@ class Settings:
     max_webhook_bytes: int
     db_pool_max: int = 20  # connections per tenant database per process: size it to the worker's threads
     accepted_redrive_seconds: int = 60  # an accepted task not done after this long, and not waiting, is re-driven
-    accepted_max_redrives: int = 8      # then it goes to the dead-letter hash (shared/accepted.py)
+    accepted_max_redrives: int = 8      # then it goes to the dead-letter hash (shared/queueing/accepted.py)
 
 
 def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:

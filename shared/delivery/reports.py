@@ -19,11 +19,11 @@ import psycopg
 
 from shared.db import repo
 from shared.db.pools import TenantPools
-from shared.infobip.errors import is_session_error
-from shared.infobip.templates import reengage_template
-from shared.infobip.times import parse_infobip_time
-from shared.outbox import new_message_id, template_content
-from shared.tenants import Tenant
+from shared.delivery.infobip.errors import is_session_error
+from shared.delivery.infobip.templates import reengage_template
+from shared.delivery.infobip.times import parse_infobip_time
+from shared.delivery.outbox import new_message_id, template_content
+from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.infobip.client import MEDIA_MAX_BYTES, MediaDownloadError
+from shared.delivery.infobip.client import MEDIA_MAX_BYTES, MediaDownloadError
 from shared.llm.base import LLMError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from werkzeug.wrappers import Request, Response
 
-from shared.localserver import LocalServer
+from devtools.localserver import LocalServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WABOT_DATA_DIR", ROOT / ".data"))

@@ -1,0 +1,1 @@
+"""Configuration: process settings, tenants, and the LLM provider settings; parsed once, typed."""

@@ -1,0 +1,1 @@
+"""Delivery: the outbox, sends to Infobip, delivery reports and due reminders."""

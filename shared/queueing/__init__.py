@@ -1,0 +1,1 @@
+"""Work queues: task names and queues, the accepted-work records, the webhook dedupe claims, publishing."""
