@@ -34,11 +34,14 @@ from typing import Any, Iterable
 from uuid import UUID
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from shared.errors import ConfigError
 from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolContext, ToolError, ToolResult
+from shared.tools.http import parse_http_tools
+from shared.tools.memory_tools import MEMORY_TOOLS
+from shared.tools.reminders import REMINDER_TOOLS
+from shared.tools.schema import object_schema_problem
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +104,6 @@ def schema_problems(validator: Draft202012Validator, args: dict[str, Any]) -> li
         if len(problems) == MAX_SCHEMA_ERRORS:
             break
     return problems
-
-
-def object_schema_problem(schema: Any) -> str | None:
-    """Why `schema` cannot be a tool's input schema (MCP: a JSON Schema with "type": "object" at the root), or None.
-    Shared by tool registration and the validation of tenants' `http_tools` at start-up."""
-    if not isinstance(schema, dict) or schema.get("type") != "object":
-        return "must be a JSON schema with type: object"
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return f"is not a valid JSON schema ({exc.message})"
-    return None
 
 
 class ToolRegistry:
@@ -225,9 +216,6 @@ class ToolRegistry:
 
 def builtin_tools() -> list[Tool]:
     """The tools every tenant has: memory and reminders (group "db")."""
-    from shared.tools.memory_tools import MEMORY_TOOLS
-    from shared.tools.reminders import REMINDER_TOOLS
-
     return list(MEMORY_TOOLS) + list(REMINDER_TOOLS)
 
 
@@ -240,8 +228,6 @@ def build_registry(tenant: Tenant) -> ToolRegistry:
 
     Raises ConfigError for a bad `http_tools` entry or an HTTP tool named like a built-in.
     """
-    from shared.tools.http import parse_http_tools
-
     with _cache_lock:
         cached = _cache.get(tenant.tenant_id)
         if cached is not None and cached[0] is tenant:
