@@ -50,7 +50,7 @@ from shared.safeurl import Origin, UnsafeURL, check_url
 from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 from shared.tools.netguard import FetchError, fetch
-from shared.tools.registry import object_schema_problem
+from shared.tools.schema import object_schema_problem
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")          # what OpenAI accepts as a function name
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
