@@ -11,40 +11,67 @@ from shared.errors import ConfigError
 
 
 def cmd_check(_args) -> int:
+    """Every mistake of the settings and the tenants file in one run, each with its tenant, field and YAML line."""
     from shared.config.settings import load_settings
-    from shared.config.tenants import load_tenants
-
-    from shared.agents.registry import validate_agents
-    from shared.memory.embedders import embedder_for
-    from shared.conversation.ratelimit import tenant_limits
-    from shared.tools.registry import build_registry
+    from shared.config.tenant_schema import TenantFileError
+    from shared.config.tenants import load_tenants_with_lines
 
     settings = load_settings()
-    tenants = load_tenants(settings)
-    for t in tenants:
-        validate_agents(t)
-        tools = build_registry(t)
-        tenant_limits(t)
-        if t.vector_store != "sql_fallback":
-            embedder_for(t)
-        print(f"{t.tenant_id}: tools={','.join(tools.names())}")
-        print(f"{t.tenant_id}: +{t.waba_number} llm={t.llm.provider}/{t.llm.model_chat} "
-              f"vector_store={t.vector_store} agents={','.join(t.enabled_agents)}")
+    try:
+        tenants, lines = load_tenants_with_lines(settings)
+    except TenantFileError as exc:
+        return _print_issues(settings.tenants_file, exc.issues)
+    issues = [issue for index, t in enumerate(tenants) for issue in _start_up_issues(t, index, lines)]
+    if issues:
+        return _print_issues(settings.tenants_file, issues)
     print(f"ok: {len(tenants)} tenant(s)")
     return 0
 
 
+def _start_up_issues(tenant, index: int, lines) -> list:
+    """What a worker checks at start-up (agents, tools, embedder), as issues at the field each concerns."""
+    from shared.agents.registry import validate_agents
+    from shared.config.tenant_schema import Issue
+    from shared.config.yaml_lines import line_of
+    from shared.memory.embedders import embedder_for
+    from shared.tools.registry import build_registry
+
+    checks = [("enabled_agents", validate_agents), ("http_tools", build_registry)]
+    if tenant.vector_store != "sql_fallback":
+        checks.append(("embedding_model", embedder_for))
+    issues, results = [], {}
+    for field, check in checks:
+        path = ("tenants", index, field)
+        try:
+            results[field] = check(tenant)
+        except ConfigError as exc:
+            issues.append(Issue(path, str(exc), line_of(lines, path)))
+    if not issues:
+        print(f"{tenant.tenant_id}: tools={','.join(results['http_tools'].names())}")
+        print(f"{tenant.tenant_id}: +{tenant.waba_number} llm={tenant.llm.provider}/{tenant.llm.model_chat} "
+              f"vector_store={tenant.vector_store} agents={','.join(tenant.enabled_agents)}")
+    return issues
+
+
+def _print_issues(path: str, issues: list) -> int:
+    for issue in issues:
+        print(f"{path}:{issue.line or '?'}: {issue.message}", file=sys.stderr)
+    print(f"configuration error: {len(issues)} mistake(s) in {path}", file=sys.stderr)
+    return 2
+
+
 def cmd_migrate(args) -> int:
-    from shared.db.migrate import migrate_tenant
+    from shared.db.migrate import load_migrations, migrate_tenant
     from shared.config.settings import load_settings
     from shared.config.tenants import load_tenants
 
-    tenants = load_tenants(load_settings())
+    settings = load_settings()
+    tenants, migrations = load_tenants(settings), load_migrations(settings.migrations_dir)
     selected = [tenants.require(args.tenant)] if args.tenant else list(tenants)
     failed = 0
     for tenant in selected:
         try:
-            applied = migrate_tenant(tenant)
+            applied = migrate_tenant(tenant, migrations)
             print(f"{tenant.tenant_id}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})"
                                                                                if applied else ""))
         except Exception as exc:

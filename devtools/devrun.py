@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from shared.db.migrate import migrate_tenant
+from shared.db.migrate import load_migrations, migrate_tenant
 from devtools.devstack import DATA, DEMO_TENANTS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
 from shared.errors import ConfigError
 from shared.config.settings import load_dotenv_file, load_settings
@@ -77,7 +77,7 @@ def run_dev(with_flower: bool = True) -> int:
         settings = load_settings(env, dotenv=False)
         tenants = load_tenants(settings, env=env)
         for tenant in tenants:
-            applied = migrate_tenant(tenant)
+            applied = migrate_tenant(tenant, load_migrations(settings.migrations_dir))
             print(f"dev: tenant {tenant.tenant_id} database ready ({len(applied)} migrations applied)", flush=True)
 
         py = sys.executable

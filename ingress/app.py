@@ -9,14 +9,14 @@ from ingress.state import IngressState
 from ingress.state import init_app as init_state
 from shared.log import configure_logging
 from shared.queueing.redis_conn import redis_client
-from shared.config.settings import Settings, load_settings
+from shared.config.settings import Settings, current_settings
 from shared.queueing.tasks import make_celery
 from shared.config.tenants import TenantRegistry, load_tenants
 
 
 def create_app(settings: Settings | None = None, tenants: TenantRegistry | None = None,
                celery: Celery | None = None, configure_logs: bool = True) -> Flask:
-    settings = settings or load_settings()
+    settings = settings or current_settings()  # under gunicorn: read by its master (gunicorn.conf.py), forked
     tenants = tenants or load_tenants(settings)
     if configure_logs:
         configure_logging(settings.log_level)

@@ -14,20 +14,22 @@ a slow or idle client costs a greenlet, not a worker, and valid webhooks keep th
 gevent monkey-patches the worker process before the app is imported (gunicorn's GeventWorker.init_process), so
 redis-py/kombu sockets and psycopg's waits (used only by the health check) yield to other greenlets.
 """
-import os
+import sys
 
+from shared.config.settings import current_settings
+from shared.errors import ConfigError
 
-def _env(name: str, default: str) -> str:
-    """An empty value (`APP_PORT=` in a .env) counts as unset, as everywhere else."""
-    return (os.environ.get(name) or "").strip() or default
+try:
+    web = current_settings().web  # the same settings the app reads (and every error of them at once)
+except ConfigError as exc:  # one readable line instead of gunicorn's traceback, as ingress/wsgi.py does
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
 
-
-bind = f"{_env('APP_HOST', '0.0.0.0')}:{_env('APP_PORT', '8080')}"
-workers = int(_env("WEB_CONCURRENCY", "2"))
-worker_class = _env("WEB_WORKER_CLASS", "gevent")
-worker_connections = int(_env("WEB_WORKER_CONNECTIONS", "1000"))
-# 0 would turn keep-alive off, and with it gevent's deadline for reading a request's headers: keep at least 1 s.
-keepalive = max(1, int(_env("WEB_KEEPALIVE", "5")))
+bind = f"{web.host}:{web.port}"
+workers = web.concurrency
+worker_class = web.worker_class
+worker_connections = web.worker_connections
+keepalive = web.keepalive  # at least 1 s (settings): 0 would also turn off gevent's deadline for reading headers
 timeout = 30  # a worker silent this long is restarted (with gevent: its event loop was blocked that long)
 graceful_timeout = 20
 accesslog = None  # the app logs every webhook itself, as JSON

@@ -1,8 +1,9 @@
 """Delivery you can trust, the outbound half: retries with one messageId, ordered parts, the 24-hour window and its
 template, reports that arrive early or say the window closed, reminders sent exactly once.
 
-Real parts: the rows are written with shared.delivery.outbox.queue_reply in the tenant database, published to Redis with
-enqueue_sends, and posted by the session's Celery worker process to the Infobip sandbox over HTTP.
+Real parts: the rows are written with shared.delivery.outbox.queue_reply in the tenant database, their send tasks
+published to Redis (`publish_sends`, as the unit of work does after a commit), and posted by the session's Celery
+worker process to the Infobip sandbox over HTTP.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from shared.delivery.infobip.errors import is_session_error
 from shared.delivery.infobip.retry import MAX_ATTEMPTS, parse_retry_after, retry_base_seconds, retry_delay
 from shared.delivery.infobip.split import split_text
 from shared.delivery.infobip.templates import parse_templates
-from shared.delivery.outbox import client_for, enqueue_sends, new_message_id, queue_reply, send_outbound
+from shared.db.unit_of_work import Transaction, UnitOfWork
+from shared.delivery.outbox import client_for, new_message_id, queue_reply, send_outbound
 from shared.delivery.reports import receive_report
-from shared.queueing.tasks import TASK_DISPATCH_REMINDERS, TASK_RECOVER, enqueue, make_celery
+from shared.queueing.tasks import TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_SEND, enqueue, make_celery, send_payload
 
 TEXT = "/whatsapp/1/message/text"
 TEMPLATE = "/whatsapp/1/message/template"
@@ -44,6 +46,23 @@ def pools():
     p.close()
 
 
+@pytest.fixture
+def uow(pools):
+    """A unit of work that publishes nothing: `released` shows what it would have published."""
+    return UnitOfWork(pools, lambda publication: None)
+
+
+def released(uow: UnitOfWork) -> list[int]:
+    """The outbox rows whose sends committed on `uow` since the last look."""
+    return [p.payload["outbound_id"] for p in uow.flush()]
+
+
+def publish_sends(celery, tenant_id: str, outbound_ids: list[int], request_id: str | None) -> None:
+    """The send tasks of committed outbox rows, as the unit of work publishes them after a commit."""
+    for outbound_id in outbound_ids:
+        enqueue(celery, TASK_SEND, send_payload(tenant_id, outbound_id, request_id))
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -58,7 +77,7 @@ def reply(db, tenants, tenant_id: str, text: str, *, hours_since_inbound: float 
     phone = new_user()
     with db(tenant_id) as conn, conn.transaction():
         uid = add_user(conn, phone, now() - timedelta(hours=hours_since_inbound))
-        ids = queue_reply(conn, tenants.require(tenant_id), user_id=uid, phone=phone, text=text,
+        ids = queue_reply(Transaction(conn, tenants.require(tenant_id)), user_id=uid, phone=phone, text=text,
                           source_message=None, request_id="req_delivery_test", now=now(),
                           last_inbound_at=now() - timedelta(hours=hours_since_inbound))
     return phone, ids
@@ -66,8 +85,8 @@ def reply(db, tenants, tenant_id: str, text: str, *, hours_since_inbound: float 
 
 def queue_for(conn, tenants, tenant_id: str, uid: int, phone: str, text: str) -> list[int]:
     """Another message to a user who wrote 5 minutes ago, in the caller's transaction."""
-    return queue_reply(conn, tenants.require(tenant_id), user_id=uid, phone=phone, text=text, source_message=None,
-                       request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
+    return queue_reply(Transaction(conn, tenants.require(tenant_id)), user_id=uid, phone=phone, text=text,
+                       source_message=None, request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
 
 
 def sends_to(sandbox, phone: str, path: str | None = None) -> list[dict]:
@@ -109,9 +128,9 @@ def test_500_then_429_then_200_is_sent_once_with_one_message_id(worker, sandbox,
                    {"status": 200, "to": phone})
     with db("alpha") as conn, conn.transaction():
         uid = add_user(conn, phone, now() - timedelta(minutes=5))
-        ids = queue_reply(conn, tenants.require("alpha"), user_id=uid, phone=phone, text="Your table is booked.",
-                          source_message=None, request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
-    enqueue_sends(celery, "alpha", ids, "req_retry")
+        ids = queue_reply(Transaction(conn, tenants.require("alpha")), user_id=uid, phone=phone,
+                          text="Your table is booked.", source_message=None, request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
+    publish_sends(celery, "alpha", ids, "req_retry")
     [row] = settled(db, "alpha", phone, 1)
     posts = sends_to(sandbox, phone)
     assert [p["json"]["messageId"] for p in posts] == [row["message_id"]] * 3
@@ -128,9 +147,9 @@ def test_a_client_error_is_not_retried_and_recorded_failed(worker, sandbox, db, 
     sandbox.script({"status": status, "to": phone, **({"body": body} if body else {})})
     with db("alpha") as conn, conn.transaction():
         uid = add_user(conn, phone, now())
-        ids = queue_reply(conn, tenants.require("alpha"), user_id=uid, phone=phone, text="hello", source_message=None,
-                          request_id=None, now=now(), last_inbound_at=now())
-    enqueue_sends(celery, "alpha", ids, None)
+        ids = queue_reply(Transaction(conn, tenants.require("alpha")), user_id=uid, phone=phone, text="hello",
+                          source_message=None, request_id=None, now=now(), last_inbound_at=now())
+    publish_sends(celery, "alpha", ids, None)
     [row] = settled(db, "alpha", phone, 1, ("failed",))
     assert len(sends_to(sandbox, phone)) == 1 and row["attempts"] == 1
     assert row["error"]["code"] == code and row["error"]["http_status"] == status
@@ -171,7 +190,7 @@ def test_a_10000_character_reply_arrives_as_ordered_parts(worker, sandbox, db, t
     assert len(text) == 10_000
     phone, ids = reply(db, tenants, "alpha", text)
     sandbox.script({"status": 500, "to": phone})  # part 1 needs a retry: part 2 must still come after it
-    enqueue_sends(celery, "alpha", ids, None)
+    publish_sends(celery, "alpha", ids, None)
     parts = len(split_text(text))
     assert parts >= 3
     rows = settled(db, "alpha", phone, parts)
@@ -187,7 +206,7 @@ def test_a_10000_character_reply_arrives_as_ordered_parts(worker, sandbox, db, t
 def test_a_failed_part_stops_the_rest_and_says_why(worker, sandbox, db, tenants, celery):
     phone, ids = reply(db, tenants, "alpha", long_text())
     sandbox.script({"status": 403, "to": phone})
-    enqueue_sends(celery, "alpha", ids, None)
+    publish_sends(celery, "alpha", ids, None)
     rows = settled(db, "alpha", phone, len(split_text(long_text())), ("failed", "not_sent"))
     assert [r["status"] for r in rows] == ["failed"] + ["not_sent"] * (len(rows) - 1)
     assert "part 1 of this reply failed" in rows[1]["reason"] and "403" in rows[2]["reason"]
@@ -206,7 +225,7 @@ def test_a_retried_reply_is_not_overtaken_by_the_next_reply(worker, sandbox, db,
         with conn.transaction():
             second = queue_for(conn, tenants, "alpha", uid, phone, "Second answer.")
     sandbox.script({"status": 429, "headers": {"Retry-After": "1"}, "to": phone})
-    enqueue_sends(celery, "alpha", first + second, None)
+    publish_sends(celery, "alpha", first + second, None)
     settled(db, "alpha", phone, 2)
     texts = [p["json"]["content"]["text"] for p in sends_to(sandbox, phone)]
     assert texts == ["First answer.", "First answer.", "Second answer."]  # the 429, its retry, then the next one
@@ -226,7 +245,7 @@ def test_messages_queued_at_the_same_moment_all_follow_the_message_before_them(w
                 third = queue_for(b, tenants, "alpha", uid, phone, "Three.")
     assert {r["prev_id"] for r in rows_of(db, "alpha", phone)[1:]} == set(first)
     sandbox.script({"status": 429, "headers": {"Retry-After": "1"}, "to": phone})
-    enqueue_sends(celery, "alpha", first + second + third, None)
+    publish_sends(celery, "alpha", first + second + third, None)
     settled(db, "alpha", phone, 3)
     texts = [p["json"]["content"]["text"] for p in sends_to(sandbox, phone)]
     assert texts[:2] == ["One.", "One."] and sorted(texts[2:]) == ["Three.", "Two."]
@@ -243,7 +262,7 @@ def test_a_failed_reply_does_not_hold_back_the_next_one(worker, sandbox, db, ten
         with conn.transaction():
             second = queue_for(conn, tenants, "alpha", uid, phone, "Sorry, one more thing.")
     sandbox.script({"status": 403, "to": phone})
-    enqueue_sends(celery, "alpha", first + second, None)
+    publish_sends(celery, "alpha", first + second, None)
     parts = len(split_text(long_text()))
     rows = settled(db, "alpha", phone, parts + 1, ("failed", "not_sent", "sent"))
     assert [r["status"] for r in rows] == ["failed"] + ["not_sent"] * (parts - 1) + ["sent"]
@@ -287,7 +306,7 @@ def test_a_post_whose_answer_was_lost_is_counted_and_posted_again_with_the_same_
         worker, sandbox, db, tenants, celery):
     phone, ids = reply(db, tenants, "alpha", "Your parcel has shipped.")
     with LostAnswers(db, "alpha", phone, times=1):
-        enqueue_sends(celery, "alpha", ids, None)
+        publish_sends(celery, "alpha", ids, None)
         [row] = settled(db, "alpha", phone, 1)
     posts = sends_to(sandbox, phone)
     # at-least-once: Infobip got the message twice, with one messageId (whether it drops the repeat is unknown)
@@ -295,34 +314,34 @@ def test_a_post_whose_answer_was_lost_is_counted_and_posted_again_with_the_same_
     assert row["attempts"] == 2 and row["posting_at"] is not None
 
 
-def test_answers_lost_again_and_again_end_in_a_bounded_number_of_posts(sandbox, db, tenants, pools):
+def test_answers_lost_again_and_again_end_in_a_bounded_number_of_posts(sandbox, db, tenants, uow):
     phone, ids = reply(db, tenants, "alpha", "Are you there?")
     alpha = tenants.require("alpha")
     with LostAnswers(db, "alpha", phone, times=None):
         for _ in range(3):
             with pytest.raises(psycopg.OperationalError):
-                send_outbound(alpha, pools, client_for(alpha), ids[0], max_attempts=3)
-        outcome = send_outbound(alpha, pools, client_for(alpha), ids[0], max_attempts=3)
+                send_outbound(alpha, uow, client_for(alpha), ids[0], max_attempts=3)
+        outcome = send_outbound(alpha, uow, client_for(alpha), ids[0], max_attempts=3)
     [row] = rows_of(db, "alpha", phone)
     assert outcome.status == "failed" and len(sends_to(sandbox, phone)) == 3
     assert row["status"] == "failed" and row["attempts"] == 3
     assert "gave up after 3 attempts" in row["reason"] and "lost" in row["reason"]
 
 
-def test_a_row_another_task_is_posting_is_not_posted_again(sandbox, db, tenants, pools):
+def test_a_row_another_task_is_posting_is_not_posted_again(sandbox, db, tenants, uow):
     phone, ids = reply(db, tenants, "alpha", "Just once.")
     alpha = tenants.require("alpha")
     with db("alpha") as other_task:
         assert repo.try_lock_outbound(other_task, ids[0])
-        assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "busy"
+        assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "busy"
         assert sends_to(sandbox, phone) == []
         repo.unlock_outbound(other_task, ids[0])
-    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "sent"
-    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "skipped"
+    assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "sent"
+    assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "skipped"
     assert len(sends_to(sandbox, phone)) == 1
 
 
-def test_an_early_copy_of_a_retry_waits_for_its_time(sandbox, db, tenants, pools):
+def test_an_early_copy_of_a_retry_waits_for_its_time(sandbox, db, tenants, uow):
     """A send task that comes back before its retry is due (the broker's visibility timeout is shorter than an
     hour of Retry-After) posts nothing and waits out the rest."""
     phone, ids = reply(db, tenants, "alpha", "Not before my time.")
@@ -330,12 +349,12 @@ def test_an_early_copy_of_a_retry_waits_for_its_time(sandbox, db, tenants, pools
     with db("alpha") as conn:
         conn.execute("UPDATE outbound_messages SET attempts = 1, next_attempt_at = now() + interval '50 minutes' "
                      "WHERE id = %s", (ids[0],))
-    outcome = send_outbound(alpha, pools, client_for(alpha), ids[0])
+    outcome = send_outbound(alpha, uow, client_for(alpha), ids[0])
     assert outcome.status == "retry" and 49 * 60 < outcome.delay <= 50 * 60
     assert sends_to(sandbox, phone) == []
     with db("alpha") as conn:
         conn.execute("UPDATE outbound_messages SET next_attempt_at = now() WHERE id = %s", (ids[0],))
-    assert send_outbound(alpha, pools, client_for(alpha), ids[0]).status == "sent"
+    assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "sent"
     assert len(sends_to(sandbox, phone)) == 1
 
 
@@ -353,7 +372,7 @@ def test_split_prefers_paragraphs_then_sentences_then_words():
 @pytest.mark.clock
 def test_a_reply_25_hours_after_the_last_message_goes_out_as_the_template(worker, sandbox, db, tenants, celery):
     phone, ids = reply(db, tenants, "beta", "Your bike is ready.\nPick it up today.", hours_since_inbound=25)
-    enqueue_sends(celery, "beta", ids, None)
+    publish_sends(celery, "beta", ids, None)
     [row] = settled(db, "beta", phone, 1)
     [post] = sends_to(sandbox, phone)
     assert post["path"] == TEMPLATE and row["kind"] == "template"
@@ -373,9 +392,9 @@ def test_outside_the_window_without_a_template_the_reply_is_not_sent_with_the_re
 
 
 @pytest.mark.clock
-def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox, db, tenants, celery, client, pools):
+def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox, db, tenants, celery, client, uow):
     phone, ids = reply(db, tenants, "beta", "See you at 5pm.")
-    enqueue_sends(celery, "beta", ids, None)
+    publish_sends(celery, "beta", ids, None)
     [text_row] = settled(db, "beta", phone, 1)
     report = delivery_report(text_row["message_id"], phone, "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED",
                              NO_SESSION)
@@ -388,16 +407,18 @@ def test_a_session_error_report_falls_back_to_the_template_once(worker, sandbox,
         "See you at 5pm."
     beta = tenants.require("beta")
     # the same report again, and the template's own closed-window report: no second template, no loop
-    assert receive_report(beta, pools, "delivery", report["results"][0]).enqueue == []
+    receive_report(beta, uow, "delivery", report["results"][0])
+    assert released(uow) == []
     again = delivery_report(rows[1]["message_id"], phone, "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED",
                             NO_SESSION)["results"][0]
-    assert receive_report(beta, pools, "delivery", again).enqueue == []
+    receive_report(beta, uow, "delivery", again)
+    assert released(uow) == []
     assert [r["status"] for r in rows_of(db, "beta", phone)] == ["undeliverable", "undeliverable"]
 
 
 @pytest.mark.clock
 def test_a_message_waiting_for_a_reply_that_falls_back_to_the_template_comes_after_the_template(
-        sandbox, db, tenants, pools):
+        sandbox, db, tenants, uow):
     """Part 1 of a long reply is accepted, then reported undeliverable (window closed) before the other parts went
     out: the reply goes out again as the template, and the user's next message still comes after it."""
     phone = new_user()
@@ -409,13 +430,16 @@ def test_a_message_waiting_for_a_reply_that_falls_back_to_the_template_comes_aft
         with conn.transaction():
             [second] = queue_for(conn, tenants, "beta", uid, phone, "And one more thing.")
     client = client_for(beta)
-    assert send_outbound(beta, pools, client, first[0]).status == "sent"
+    assert send_outbound(beta, uow, client, first[0]).status == "sent"
+    released(uow)  # part 2 of the reply (not published here)
     [part1] = [r for r in rows_of(db, "beta", phone) if r["id"] == first[0]]
     report = delivery_report(part1["message_id"], phone, "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED", NO_SESSION)
-    [fallback] = receive_report(beta, pools, "delivery", report["results"][0]).enqueue
-    assert send_outbound(beta, pools, client, second).status == "waiting"
-    assert send_outbound(beta, pools, client, fallback).enqueue == [second]
-    assert send_outbound(beta, pools, client, second).status == "sent"
+    receive_report(beta, uow, "delivery", report["results"][0])
+    [fallback] = released(uow)
+    assert send_outbound(beta, uow, client, second).status == "waiting"
+    send_outbound(beta, uow, client, fallback)
+    assert released(uow) == [second]
+    assert send_outbound(beta, uow, client, second).status == "sent"
     assert [p["path"] for p in sends_to(sandbox, phone)] == [TEXT, TEMPLATE, TEXT]
     assert sends_to(sandbox, phone)[-1]["json"]["content"]["text"] == "And one more thing."
 
@@ -463,7 +487,7 @@ def test_a_report_that_arrives_before_its_message_is_applied_later(worker, sandb
         uid = add_user(conn, phone, now())
         oid = repo.create_outbound(conn, message_id=mid, user_id=uid, to_number=phone, body="hi",
                                    content=text_body(sender="447000000001", to=phone, text="hi", message_id=mid))
-    enqueue_sends(celery, "alpha", [oid], None)
+    publish_sends(celery, "alpha", [oid], None)
     [row] = settled(db, "alpha", phone, 1, ("delivered",))
     assert row["delivered_at"] is not None and len(sends_to(sandbox, phone)) == 1
     with db("alpha") as conn:

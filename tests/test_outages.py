@@ -159,19 +159,19 @@ def add_user(conn, phone: str) -> int:
 
 def queue_text(db, tenants, phone: str, uid: int, text: str) -> list[int]:
     """One reply's outbox rows, committed, with no task published (as when Redis refused the publish)."""
+    from shared.db.unit_of_work import Transaction
     from shared.delivery.outbox import queue_reply
 
     with db("alpha") as conn, conn.transaction():
-        return queue_reply(conn, tenants.require("alpha"), user_id=uid, phone=phone, text=text, source_message=None,
-                           request_id=None, now=datetime.now(timezone.utc),
+        return queue_reply(Transaction(conn, tenants.require("alpha")), user_id=uid, phone=phone, text=text,
+                           source_message=None, request_id=None, now=datetime.now(timezone.utc),
                            last_inbound_at=datetime.now(timezone.utc))
 
 
 def test_a_send_whose_publish_was_lost_goes_out_at_the_next_sweep_once(settings, tenants, worker, sandbox, db):
     """A reply committed when Redis refused its publish, 70 s ago: the next `recover_stalled` run publishes it (the
     threshold was 10 minutes), and a second publish of the same row at the same moment posts nothing more."""
-    from shared.delivery.outbox import send_payload
-    from shared.queueing.tasks import TASK_RECOVER, TASK_SEND, enqueue, make_celery
+    from shared.queueing.tasks import TASK_RECOVER, TASK_SEND, enqueue, make_celery, send_payload
 
     phone = new_user()
     with db("alpha") as conn:
@@ -193,6 +193,7 @@ def test_a_later_message_waits_for_a_failing_one_at_most_a_minute(tenants, sandb
     """Order across messages holds while the earlier one is on its way; once Infobip keeps refusing the earlier
     one, the later one goes after MAX_ORDER_WAIT instead of after the earlier one's 17-34 minutes of retries."""
     from shared.db.pools import TenantPools
+    from shared.db.unit_of_work import UnitOfWork
     from shared.delivery.outbox import MAX_ORDER_WAIT, client_for, send_outbound
 
     alpha = tenants.require("alpha")
@@ -202,19 +203,20 @@ def test_a_later_message_waits_for_a_failing_one_at_most_a_minute(tenants, sandb
     [first] = queue_text(db, tenants, phone, uid, "The first message.")
     [second] = queue_text(db, tenants, phone, uid, "The second message.")
     pools, client = TenantPools(max_size=2), client_for(alpha)
+    uow = UnitOfWork(pools, lambda publication: None)  # what the sends release is not published here
     later = lambda: datetime.now(timezone.utc) + MAX_ORDER_WAIT + timedelta(seconds=1)  # noqa: E731
     try:
         # the first was never tried (its task is on its way, e.g. published after an outage): order holds, however
         # long the second waited, and no re-check is scheduled (the first's task publishes it)
-        assert send_outbound(alpha, pools, client, second, clock=later) == SendOutcome("waiting")
+        assert send_outbound(alpha, uow, client, second, clock=later) == SendOutcome("waiting")
         sandbox.script({"status": 503})
-        assert send_outbound(alpha, pools, client, first).status == "retry"  # Infobip refuses the first
-        waiting = send_outbound(alpha, pools, client, second)
+        assert send_outbound(alpha, uow, client, first).status == "retry"  # Infobip refuses the first
+        waiting = send_outbound(alpha, uow, client, second)
         assert waiting.status == "waiting" and 50 < waiting.delay <= MAX_ORDER_WAIT.total_seconds()
-        assert send_outbound(alpha, pools, client, second, clock=later).status == "sent"
+        assert send_outbound(alpha, uow, client, second, clock=later).status == "sent"
         assert [r["json"]["content"]["text"] for r in sent_to(sandbox, phone)] == [
             "The first message.", "The second message."]  # the refused post of the first, then the second
-        assert send_outbound(alpha, pools, client, first, clock=later).status == "sent"  # still goes, when due
+        assert send_outbound(alpha, uow, client, first, clock=later).status == "sent"  # still goes, when due
     finally:
         pools.close()
 

@@ -91,3 +91,26 @@ def test_env_example_empty_values_count_as_unset():
         s = load_settings({**example, "REDIS_URL": "redis://h:1/0", "LLM_PROVIDER": provider, "LLM_API_KEY": "k"},
                           dotenv=False)
         assert s.llm_model_chat == model, provider
+
+
+def test_every_error_is_reported_at_once():
+    """One run names every wrong variable (never a value), each in its own line."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({"APP_PORT": "s3cret", "LLM_PROVIDER": "openai", "CELERY_RESTORE_INTERVAL": "0",
+                       "INFOBIP_RETRY_BASE_SECONDS": "soon"}, dotenv=False)
+    text = str(err.value)
+    for name in ("REDIS_URL", "WEBHOOK_VERIFY_TOKEN", "APP_PORT", "LLM_API_KEY", "CELERY_RESTORE_INTERVAL",
+                 "INFOBIP_RETRY_BASE_SECONDS"):
+        assert name in text
+    assert text.startswith("6 settings are wrong:") and "s3cret" not in text
+
+
+def test_settings_are_grouped_by_concern():
+    s = load_settings({**BASE, "APP_HOST": "127.0.0.1", "WEB_KEEPALIVE": "0", "CELERY_VISIBILITY_TIMEOUT": "400",
+                       "INFOBIP_RETRY_BASE_SECONDS": "0.5", "EMBEDDING_API_KEY": "emb-secret",
+                       "WABOT_MIGRATIONS_DIR": "/srv/migrations"}, dotenv=False)
+    assert (s.web.host, s.web.port, s.web.keepalive, s.web.worker_class) == ("127.0.0.1", 8080, 1, "gevent")
+    assert s.broker.visibility_timeout == 400 and s.broker.redis_url == BASE["REDIS_URL"]
+    assert s.infobip.retry_base_seconds == 0.5 and str(s.database.migrations_dir) == "/srv/migrations"
+    assert s.embeddings.api_key == "emb-secret" and "emb-secret" not in repr(s.embeddings)
+    assert s.llm.provider == "mock" and s.database.pool_max == 20

@@ -98,7 +98,11 @@ def test_reports_are_retried_for_as_long_as_the_tenant_database_is_away(stack_en
     """A database outage of any length delays reports (by at most 5 minutes after it ends); it never drops them."""
     for key in ("REDIS_URL", "WEBHOOK_VERIFY_TOKEN", "TENANTS_FILE", "LLM_PROVIDER"):
         monkeypatch.setenv(key, stack_env[key])
-    from workers.events import apply_report, retry_delay
+    import psycopg
 
-    assert apply_report.max_retries is None
-    assert all(0 <= retry_delay(retries) <= 300 for retries in (0, 1, 5, 10, 100, 5000))
+    from workers.base import backoff
+    from workers.events import apply_report
+
+    assert apply_report.max_retries is None and apply_report.retry_on == (psycopg.OperationalError,)
+    assert all(0 <= backoff(retries, apply_report.retry_base, apply_report.retry_cap) <= 300
+               for retries in (0, 1, 5, 10, 100, 5000))

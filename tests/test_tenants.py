@@ -156,17 +156,17 @@ def test_config_values_are_type_checked(key, value, message):
         parse(tenant(config={"timezone": "UTC", key: value}))
 
 
-def test_every_config_key_the_code_reads_is_known_and_parses():
+def test_every_config_key_is_a_typed_field_and_nothing_reads_config_by_string():
+    import dataclasses
     import re
     from pathlib import Path
 
     from devtools.devstack import ROOT
-    from shared.config.tenants import CONFIG_KEYS
+    from shared.config.tenants import CONFIG_KEYS, TenantConfig
 
-    read = set()
-    for path in Path(ROOT, "shared").rglob("*.py"):
-        read |= set(re.findall(r"extra\.get\(\s*[\"'](\w+)[\"']", path.read_text()))
-    assert read and read <= CONFIG_KEYS, f"config keys read but not accepted: {sorted(read - CONFIG_KEYS)}"
+    for path in Path(ROOT).glob("[siw]*/**/*.py"):  # shared/, ingress/, workers/
+        assert not re.search(r"config\.extra\b", path.read_text()), f"{path} reads config by string"
+    assert CONFIG_KEYS - {"embedding_dim"} == {f.name for f in dataclasses.fields(TenantConfig)}
 
     cfg = {"business_name": "Shop", "timezone": "UTC", "rag_enabled": False, "max_context_tokens": 2000,
            "daily_token_budget": 1000, "max_tool_steps": 3, "debounce_ms": 0, "embedding_dim": 1536,
@@ -175,12 +175,12 @@ def test_every_config_key_the_code_reads_is_known_and_parses():
            "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops"}
     assert set(cfg) == CONFIG_KEYS
     t = parse(tenant(config=cfg)).require("shop")
-    assert t.config.extra.get("tool_gating", True) is False and t.config.extra.get("mark_read", True) is False
-    assert t.config.extra.get("unreadable_message_reply") == "Sorry!"
+    assert t.config.tool_gating is False and t.config.mark_read is False
+    assert t.config.unreadable_message_reply == "Sorry!" and t.config.rate_limit_user == "5/minute"
     assert t.config.rag_enabled is False and t.config.max_tool_steps == 3
     # `key:` with no value leaves the default in force
-    t = parse(tenant(config={"timezone": "UTC", "failure_reply": None})).require("shop")
-    assert t.config.extra.get("failure_reply") is None
+    t = parse(tenant(config={"timezone": "UTC", "failure_reply": None, "max_tool_steps": None})).require("shop")
+    assert t.config.failure_reply is None and t.config.max_tool_steps == 6 and t.config.tool_gating is True
 
 
 def test_a_bad_allowlist_entry_in_hand_built_settings_is_named():

@@ -9,24 +9,28 @@ import logging
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from shared.conversation.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from shared.llm.base import LLMError
 from shared.log import bind
 from shared.queueing.tasks import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
-from shared.conversation.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from workers.app import app
-from workers.base import RETRY_CAP_SECONDS, WabotTask, backoff, publish_tracked
+from workers.base import WabotTask
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
+# The tenant database is away or busy and nothing was committed: retried without a bound (waits capped below the
+# broker's visibility timeout). The ingress already acknowledged the webhook.
+DATABASE_AWAY = (psycopg.OperationalError, PoolTimeout)
 TURN_RETRIES = 8  # retryable failures (LLM 429/5xx after the SDK's own retries, database away), with backoff
 MAX_WAITS = 600   # busy/debounce re-checks of about a second each
 
 
 @app.task(name=TASK_HANDLE_INBOUND, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None,
-          confirms_accepted=True)
+          confirms_accepted=True, retry_on=DATABASE_AWAY)
 def handle_message(self, payload: dict) -> dict:
-    """Store the message (exactly once per messageId), then schedule the user's turn after the debounce window.
+    """Store the message (exactly once per messageId); its user's turn is published after the commit, once the
+    debounce window has passed.
 
     At-least-once: if this task dies after storing, its redelivery finds the message still `received` and
     schedules the turn again; extra turn tasks find nothing pending and end.
@@ -36,29 +40,21 @@ def handle_message(self, payload: dict) -> dict:
     result = payload["result"]
     bind(message_id=result.get("messageId"), user_id=result.get("from"))
     try:
-        stored = store_inbound(tenant, rt.turn_deps, result, payload.get("request_id"))
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        # The tenant database is away or busy and nothing was stored. The ingress already acknowledged the
-        # webhook: retry without a bound (waits capped below the broker's visibility timeout).
-        raise self.retry(countdown=backoff(self.request.retries, 2, RETRY_CAP_SECONDS), exc=exc)
+        stored = store_inbound(tenant, rt.turn_deps, self.uow, result, payload.get("request_id"))
+    except DATABASE_AWAY:
+        raise
     except Exception:
         # Content the database refuses (the ingress validates, so this is a gap in that validation): never
         # silence. A placeholder row and the apology; only without a phone number to answer is it dropped, loudly.
         log.exception("inbound message could not be stored: stored as failed with an apology")
         try:
-            outbound = store_unstorable(tenant, rt.turn_deps, result, payload.get("request_id"))
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise self.retry(countdown=backoff(self.request.retries, 2, RETRY_CAP_SECONDS), exc=exc)
+            store_unstorable(tenant, rt.turn_deps, self.uow, result, payload.get("request_id"))
+        except DATABASE_AWAY:
+            raise
         except Exception:
             log.exception("inbound message can be neither stored nor answered: dropped")
             return {"status": "dropped", "duplicate": False}
-        rt.publish_sends(tenant.tenant_id, outbound, payload.get("request_id"))
         return {"status": "failed", "duplicate": False}
-    rt.publish_sends(tenant.tenant_id, stored.outbound_ids, payload.get("request_id"))
-    if stored.status == "received":  # the turn is tracked too: a lost turn task is re-driven, not waited out
-        publish_tracked(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
-                                             "request_id": payload.get("request_id")},
-                        countdown=tenant.config.debounce_ms / 1000)
     return {"status": stored.status, "duplicate": stored.duplicate}
 
 
@@ -70,19 +66,16 @@ def run_turn(self, payload: dict) -> dict:
     tenant = rt.tenants.require(payload["tenant_id"])
     user_id = int(payload["user_id"])
     try:
-        outcome = run_user_turn(tenant, rt.turn_deps, user_id, payload.get("request_id"))
+        outcome = run_user_turn(tenant, rt.turn_deps, self.uow, user_id, payload.get("request_id"))
     except Exception as exc:  # the turn's transaction rolled back: its messages are still `received`
-        retryable = isinstance(exc, (psycopg.OperationalError, PoolTimeout)) or (
-            isinstance(exc, LLMError) and exc.retryable)
+        retryable = isinstance(exc, DATABASE_AWAY) or (isinstance(exc, LLMError) and exc.retryable)
         failures = int(payload.get("failures", 0))  # counted apart from the busy/debounce re-checks below
         log.warning("turn failed", extra={"error_type": exc.__class__.__name__, "retry": retryable,
                                           "failures": failures})
         if retryable and failures < TURN_RETRIES:
-            raise self.retry(countdown=backoff(failures), exc=exc, kwargs={"payload": {**payload,
-                                                                                      "failures": failures + 1}})
+            raise self.retry_later(exc, failures, kwargs={"payload": {**payload, "failures": failures + 1}})
         log.exception("turn failed for good")
-        rt.publish_sends(tenant.tenant_id, give_up(tenant, rt.turn_deps, user_id, payload.get("request_id")),
-                         payload.get("request_id"))
+        give_up(tenant, rt.turn_deps, self.uow, user_id, payload.get("request_id"))
         raise
     if outcome.retry_in_ms is not None:
         # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly. A
@@ -92,5 +85,4 @@ def run_turn(self, payload: dict) -> dict:
             raise self.retry(countdown=outcome.retry_in_ms / 1000,
                              kwargs={"payload": {**payload, "waits": waits + 1}})
         log.warning("turn still busy after many checks; the recovery sweep will pick it up")
-    rt.publish_sends(tenant.tenant_id, outcome.outbound_ids, payload.get("request_id"))
-    return {"answered": outcome.answered, "outbound_ids": outcome.outbound_ids, "reason": outcome.reason}
+    return {"answered": outcome.answered, "reason": outcome.reason}

@@ -21,30 +21,25 @@ from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
 
 RETRY_BASE_SECONDS = retry_base_seconds()  # INFOBIP_RETRY_BASE_SECONDS, validated when the worker starts
-DB_RETRY_CAP_SECONDS = 300.0
 BUSY_RETRY_CAP_SECONDS = 30.0   # longer than a post takes (connect 5 s + read 30 s) only after a few tries
 
 
-@app.task(name=TASK_SEND, queue=QUEUE_OUTBOUND, base=WabotTask, bind=True, max_retries=None)
+@app.task(name=TASK_SEND, queue=QUEUE_OUTBOUND, base=WabotTask, bind=True, max_retries=None,
+          # The tenant database is away. Either nothing was posted, or the post's answer could not be recorded:
+          # the row is still `queued` with that attempt counted, and the retry posts it again (same messageId).
+          retry_on=(psycopg.OperationalError,), retry_base=RETRY_BASE_SECONDS, retry_cap=300.0)
 def send(self, payload: dict) -> str:
+    """Post one outbox row; the rows that waited for it (next part, later messages) and template fallbacks of
+    reports that overtook it go out after the commit."""
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
-    retries = min(self.request.retries, 16)  # the exponent only: the waits are capped anyway
-    try:
-        outcome = send_outbound(tenant, rt.pools, rt.infobip(tenant), int(payload["outbound_id"]),
-                                retry_base=RETRY_BASE_SECONDS)
-        follow = list(outcome.enqueue)
-        if outcome.message_id and outcome.status in ("sent", "failed", "skipped"):
-            follow += settle_after_send(tenant, rt.pools, outcome.message_id)
-    except psycopg.OperationalError as exc:
-        # The tenant database is away. Either nothing was posted, or the post's answer could not be recorded: the
-        # row is still `queued` with that attempt counted, and the retry posts it again (same messageId).
-        raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, DB_RETRY_CAP_SECONDS), exc=exc)
-    # committed above: the rows that waited for this one (next part, later messages), template fallbacks
-    rt.publish_sends(tenant.tenant_id, follow, payload.get("request_id"), message_id=payload.get("message_id"))
+    outcome = send_outbound(tenant, self.uow, rt.infobip(tenant), int(payload["outbound_id"]),
+                            retry_base=RETRY_BASE_SECONDS)
+    if outcome.message_id and outcome.status in ("sent", "failed", "skipped"):
+        settle_after_send(tenant, self.uow, outcome.message_id)
     if outcome.status == "retry" or (outcome.status == "waiting" and outcome.delay):
         # waiting with a delay: an earlier message keeps failing; look again when this one has waited long enough
         raise self.retry(countdown=outcome.delay)
     if outcome.status == "busy":  # another task is posting this row: look again once it has recorded the result
-        raise self.retry(countdown=backoff(retries, RETRY_BASE_SECONDS, BUSY_RETRY_CAP_SECONDS))
+        raise self.retry(countdown=backoff(self.request.retries, RETRY_BASE_SECONDS, BUSY_RETRY_CAP_SECONDS))
     return outcome.status

@@ -8,7 +8,7 @@ from datetime import timedelta
 from shared.queueing import accepted
 from shared.db import repo
 from shared.clock import utcnow
-from shared.delivery.outbox import enqueue_sends, requeue_stalled
+from shared.delivery.outbox import requeue_stalled
 from shared.delivery.reminder_dispatch import claim_due_reminders
 from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
                               TASK_RUN_TURN, enqueue)
@@ -28,19 +28,17 @@ KEEP_PENDING_REPORTS = timedelta(days=7)
 def dispatch_reminders(self, payload: dict | None = None) -> int:
     """Claim due reminders in every tenant database; two beats running at once never send one twice. Also
     forget reports that never found their message."""
-    rt = get_runtime()
     sent = 0
-    for tenant in rt.tenants:
+    for tenant in get_runtime().tenants:
         try:
             for _ in range(MAX_BATCHES):
-                with rt.pools.connection(tenant) as conn:
-                    claimed = claim_due_reminders(conn, tenant, utcnow(), BATCH)
-                enqueue_sends(app, tenant.tenant_id, claimed.send_ids, None)  # committed above
-                sent += claimed.reminders
-                if claimed.reminders < BATCH:
+                with self.uow.transaction(tenant) as tx:
+                    claimed = claim_due_reminders(tx, utcnow(), BATCH)
+                sent += claimed
+                if claimed < BATCH:
                     break
-            with rt.pools.connection(tenant) as conn:
-                repo.purge_pending_reports(conn, utcnow() - KEEP_PENDING_REPORTS)
+            with self.uow.transaction(tenant) as tx:
+                repo.purge_pending_reports(tx.conn, utcnow() - KEEP_PENDING_REPORTS)
         except Exception:
             log.exception("scheduled dispatch failed", extra={"tenant_id": tenant.tenant_id})
             continue
@@ -57,25 +55,24 @@ STALLED_TURN_SECONDS = 900
 @app.task(name=TASK_RECOVER, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
 def recover_stalled(self, payload: dict | None = None) -> dict:
     """The safety net for lost tasks (a publish lost after its commit, Redis restarted without its data):
-    messages still `received` and outbox rows still `queued` after a while get their task again. Both tasks are
-    idempotent, so a false alarm costs nothing but a look."""
+    messages still `received` and outbox rows still `queued` after a while get their task again (after the
+    commit, retried while Redis is away). Both tasks are idempotent, so a false alarm costs nothing but a look."""
     rt = get_runtime()
     turns = sends = 0
     for tenant in rt.tenants:
         try:
-            with rt.pools.connection(tenant) as conn:
-                users = stalled_users(conn, STALLED_TURN_SECONDS)
-                abandoned = abandoned_users(conn)
-                stalled = requeue_stalled(conn, utcnow())
-            for user_id in users:
-                enqueue(app, TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": user_id})
+            with self.uow.transaction(tenant) as tx:
+                users = stalled_users(tx.conn, STALLED_TURN_SECONDS)
+                for user_id in users:
+                    tx.publish_after_commit(TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": user_id})
+                abandoned = abandoned_users(tx.conn)
+                stalled = requeue_stalled(tx, utcnow())
             for user_id in abandoned:
-                enqueue_sends(app, tenant.tenant_id, give_up(tenant, rt.turn_deps, user_id, None), None)
-            rt.publish_sends(tenant.tenant_id, stalled, None)  # committed above; retried while Redis is away
+                give_up(tenant, rt.turn_deps, self.uow, user_id, None)
         except Exception:
             log.exception("recovery sweep failed", extra={"tenant_id": tenant.tenant_id})
             continue
-        turns, sends = turns + len(users), sends + len(stalled)
+        turns, sends = turns + len(users), sends + stalled
     if turns or sends:
         log.warning("recovered stalled work", extra={"turns": turns, "sends": sends})
     return {"turns": turns, "sends": sends}

@@ -64,6 +64,14 @@ class AgentResponse:
     stopped_early: bool = False
 
 
+@dataclass(frozen=True)
+class Route:
+    """The orchestrator's one decision for a turn: who answers (None: its own loop) and the tools offered."""
+
+    agent: "Agent | None"
+    offered: tuple[str, ...]
+
+
 class Agent(Protocol):
     name: str
     allowed_tenants: frozenset[str] | None   # None: every tenant may enable it

@@ -4,12 +4,14 @@
 - one specialised agent: that agent handles the turn with its own tools;
 - several, or unsure: one loop with the union of the enabled agents' tools (never fail for lack of a tool).
 `config.tool_gating: false` turns gating off (every enabled tool on every turn), for comparison.
+Routing is decided once (`route`); `handle` carries that decision out, so the prompt budget and the loop see the
+same tools.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from shared.agents.base import Agent, AgentRequest, AgentResponse
+from shared.agents.base import Agent, AgentRequest, AgentResponse, Route
 from shared.agents.loop import run_tool_loop
 
 
@@ -24,30 +26,28 @@ class Orchestrator:
         return True
 
     def tool_names(self, registry) -> list[str]:
-        names: list[str] = []
-        for agent in self.agents:
-            names += [n for n in agent.tool_names(registry) if n not in names]
-        return names
+        return _union(self.agents, registry)
 
-    def route(self, intent: str, registry, tool_gating: bool = True) -> tuple[Agent | None, list[str]]:
+    def route(self, intent: str, registry, tool_gating: bool = True) -> Route:
         """Which agent answers (None: the orchestrator's own loop) and the tools the model will be offered."""
         if not tool_gating:  # gating off: every tool, every turn
-            return None, self.tool_names(registry)
+            return Route(None, tuple(self.tool_names(registry)))
         if intent == "smalltalk":
-            return None, []
+            return Route(None, ())
         able = [a for a in self.agents if a.can_handle(intent)] if intent != "unknown" else []
         if len(able) == 1:
-            return able[0], able[0].tool_names(registry)
-        if able:
-            names: list[str] = []
-            for agent in able:
-                names += [n for n in agent.tool_names(registry) if n not in names]
-            return None, names
-        return None, self.tool_names(registry)
+            return Route(able[0], tuple(able[0].tool_names(registry)))
+        return Route(None, tuple(_union(able or self.agents, registry)))
 
-    def handle(self, request: AgentRequest) -> AgentResponse:
-        agent, names = self.route(request.intent.name, request.registry,
-                                  bool(request.tenant.config.extra.get("tool_gating", True)))
-        if agent is not None:
-            return agent.handle(request)
-        return run_tool_loop(request, self.name, names)
+    def handle(self, request: AgentRequest, route: Route) -> AgentResponse:
+        if route.agent is not None:
+            return route.agent.handle(request)
+        return run_tool_loop(request, self.name, list(route.offered))
+
+
+def _union(agents: Sequence[Agent], registry) -> list[str]:
+    """The tool names of `agents`, each once, in the agents' order."""
+    names: list[str] = []
+    for agent in agents:
+        names += [n for n in agent.tool_names(registry) if n not in names]
+    return names

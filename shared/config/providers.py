@@ -15,7 +15,6 @@ or, with none yet, uses the tenant's tenants.yaml settings (`tenant.llm`) until 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ from shared.errors import ConfigError
 from shared.llm.base import LLMProvider
 from shared.llm.factory import provider_for
 from shared.config.llm import PROVIDERS_NEEDING_KEY, LLMSettings, default_chat_model, keys_from_envs
-from shared.config.settings import LLM_PROVIDERS
+from shared.config.settings import LLM_PROVIDERS, environment
 
-if TYPE_CHECKING:  # shared.config.tenants imports shared.llm: only the type here, to keep the import graph acyclic
+from shared.config.tenants import EMBEDDING_DIMS, Tenant
+
+if TYPE_CHECKING:
     import psycopg
-
-    from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,10 @@ def row_by_name(conn: "psycopg.Connection", name: str) -> dict[str, Any] | None:
         return cur.execute(f"SELECT {ROW_COLUMNS} FROM llm_providers WHERE name = %s", (name,)).fetchone()
 
 
-def settings_from_row(row: Mapping[str, Any], tenant: "Tenant", env: Mapping[str, str],
+def settings_from_row(row: Mapping[str, Any], tenant: Tenant, env: Mapping[str, str],
                       fallback: LLMSettings | None = None) -> LLMSettings:
     """An `llm_providers` row as LLMSettings; errors name the tenant, the row and the variable, never a key.
     Every name in api_key_envs passes the allowlist before any variable is read (keys_from_envs)."""
-    from shared.config.tenants import EMBEDDING_DIMS  # late: see the TYPE_CHECKING note above
-
     where = f"tenant {tenant.tenant_id}: llm_providers row {row['name']!r}"
     provider = (row["provider"] or "").strip().lower()
     if provider not in LLM_PROVIDERS:
@@ -80,12 +77,12 @@ def settings_from_row(row: Mapping[str, Any], tenant: "Tenant", env: Mapping[str
     )
 
 
-def resolve_llm(tenant: "Tenant", conn: "psycopg.Connection", env: Mapping[str, str] | None = None) -> LLMSettings:
+def resolve_llm(tenant: Tenant, conn: "psycopg.Connection", env: Mapping[str, str] | None = None) -> LLMSettings:
     """The tenant's effective LLM settings: the active row of its llm_providers table, else tenant.llm.
 
     A row's `fallback` names another row (one level: that row's own fallback is not followed).
     """
-    env = os.environ if env is None else env
+    env = environment() if env is None else env
     row = active_row(conn)
     if row is None:
         return tenant.llm
@@ -119,7 +116,7 @@ class ProviderCache:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
-    def get(self, tenant: "Tenant", conn: "psycopg.Connection") -> LLMProvider:
+    def get(self, tenant: Tenant, conn: "psycopg.Connection") -> LLMProvider:
         """The tenant's provider. Reads `conn` only when the cached one is older than the TTL."""
         now = self._clock()
         with self._lock:
@@ -144,7 +141,7 @@ class ProviderCache:
                                                  else None})
         return provider
 
-    def _stand_in(self, tenant: "Tenant", now: float, error: str) -> LLMProvider:
+    def _stand_in(self, tenant: Tenant, now: float, error: str) -> LLMProvider:
         """The provider to use while the active row is unusable: the one we had, else tenants.yaml's.
 
         Called once per TTL at most per tenant (the entry's checked_at is renewed), so the error is logged once

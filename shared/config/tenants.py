@@ -2,30 +2,36 @@
 
 `tenants.yaml` is read once at start-up, `${ENV_VAR}` references are filled from the environment (so secrets stay
 out of the file), environment defaults are merged in, and the result is validated into frozen `Tenant` objects.
-Errors name the tenant and the field, never a secret value.
+Errors name the tenant and the field, never a secret value; every mistake of the file is collected (one section
+of an entry failing does not stop the others) and raised at once as a TenantFileError, each with its YAML line.
+The `config:` and `embedding:` blocks are declared in shared.config.tenant_schema.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Callable, Iterable, Mapping
+from zoneinfo import ZoneInfo
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.errors import ConfigError, reject_unknown_keys
-from shared.delivery.infobip.templates import parse_templates
+from shared.errors import ConfigError
+from shared.delivery.infobip.templates import Template, parse_templates
+from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, EmbeddingEndpoint, EmbeddingSchema, FieldError,
+                                         Issue, Path, TenantFileError, embedding_endpoint, load_block)
+# CONFIG_KEYS (the accepted `config:` keys) is re-exported: callers import it from here
+from shared.config.yaml_lines import describe_yaml_error, line_of, load_with_lines
 from shared.config.llm import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
-from shared.config.settings import Settings
+from shared.config.settings import Settings, environment
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")
 TENANT_KEYS = {"tenant_id", "waba_number", "db_dsn", "embedding_model", "vector_store", "enabled_agents", "config",
                "llm", "infobip", "webhook_token", "http_tools", "templates",
-               "embedding"}  # embedding: optional {provider, base_url, api_key}, read by shared.memory.embedders
+               "embedding"}  # embedding: optional {provider, base_url, api_key}, see tenant_schema.EmbeddingSchema
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Output size of the embedding models we know; other models need `config.embedding_dim`.
@@ -43,14 +49,24 @@ EMBEDDING_DIMS = {
 
 @dataclass(frozen=True)
 class TenantConfig:
+    """`config:`, typed; each default and range is declared once, in tenant_schema.ConfigSchema."""
+
     business_name: str
     timezone: str
     rag_enabled: bool
-    max_context_tokens: int = 3000        # prompt budget per LLM call: system + memories + history
-    daily_token_budget: int | None = None # tokens per tenant-local day; None = unlimited
-    max_tool_steps: int = 6               # LLM calls per turn before a graceful stop
-    debounce_ms: int = 1500               # messages within this window are answered as one turn
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    max_context_tokens: int               # prompt budget per LLM call: system + memories + history
+    daily_token_budget: int | None        # tokens per tenant-local day; None = unlimited
+    max_tool_steps: int                   # LLM calls per turn before a graceful stop
+    debounce_ms: int                      # messages within this window are answered as one turn
+    rate_limit_user: str                  # `limits` notation, read by shared.conversation.ratelimit
+    rate_limit_tenant: str
+    mark_read: bool                       # blue ticks on each inbound message
+    typing_indicator: bool
+    tool_gating: bool                     # False: every enabled tool on every turn
+    unreadable_message_reply: str | None  # None: the built-in text of each reply
+    budget_exhausted_reply: str | None
+    rate_limit_notice: str | None
+    failure_reply: str | None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -71,7 +87,9 @@ class Tenant:
     infobip_base_url: str
     infobip_api_key: str = field(repr=False)
     webhook_token: str | None = field(default=None, repr=False)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    embedding: EmbeddingEndpoint = field(default_factory=EmbeddingEndpoint)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # `http_tools`, for tools.http
 
 
 class TenantRegistry:
@@ -127,7 +145,7 @@ def derive_dsn(default_dsn: str, tenant_id: str) -> str:
     return make_conninfo(default_dsn, dbname=f"wabot_{tenant_id.lower().replace('-', '_')}")
 
 
-def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
+def interpolate(value: Any, env: Mapping[str, str], where: str, path: Path = ()) -> Any:
     """Replace `${NAME}` / `${NAME:-default}` in every string of a YAML tree with environment values."""
     if isinstance(value, str):
         def repl(m: re.Match) -> str:
@@ -136,13 +154,13 @@ def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
+            raise FieldError(f"{where} refers to ${{{name}}}, which is not set in the environment", path)
 
         return _ENV_REF.sub(repl, value)
     if isinstance(value, list):
-        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, f"{where}[{i}]", path + (i,)) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{where}.{k}") for k, v in value.items()}
+        return {k: interpolate(v, env, f"{where}.{k}", path + (k,)) for k, v in value.items()}
     return value
 
 
@@ -151,73 +169,34 @@ def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = Non
     if value is None:
         return None
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"{where}: {prefix}{key} must be a string")
+        raise FieldError(f"{where}: {prefix}{key} must be a string", (key,))
     return str(value).strip() or default
 
 
-_TYPED_CONFIG = {"business_name", "timezone", "rag_enabled", "max_context_tokens", "daily_token_budget",
-                 "max_tool_steps", "debounce_ms"}
-# The other `config:` keys, kept (validated) in TenantConfig.extra for their readers' `extra.get(key, default)`.
-CONFIG_BOOLS = {"mark_read", "typing_indicator", "tool_gating"}
-CONFIG_STRINGS = {"rate_limit_user", "rate_limit_tenant",              # "30/minute": parsed by shared.conversation.ratelimit
-                  "unreadable_message_reply", "budget_exhausted_reply", "rate_limit_notice", "failure_reply"}
-CONFIG_INTS = {"embedding_dim"}                                       # checked with the embedding model below
-CONFIG_KEYS = _TYPED_CONFIG | CONFIG_BOOLS | CONFIG_STRINGS | CONFIG_INTS
+class _Issues:
+    """The mistakes of one tenant entry, each at its path; a section that fails does not stop the others."""
+
+    def __init__(self, index: int):
+        self.prefix: Path = ("tenants", index)
+        self.found: list[Issue] = []
+
+    def add(self, err: ConfigError, path: Path = ()) -> None:
+        self.found.append(Issue(self.prefix + (getattr(err, "path", ()) or path), str(err)))
+
+    def run(self, path: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs), or None with the ConfigError it raised recorded at `path` (or the error's own)."""
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            self.add(exc, path)
+            return None
 
 
-def _int(cfg: Mapping[str, Any], key: str, where: str, default: int | None, lo: int, hi: int) -> int | None:
-    value = cfg.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"{where}: config.{key} must be a whole number between {lo} and {hi}")
-    return value
-
-
-def _bool(doc: Mapping[str, Any], key: str, where: str, default: bool, prefix: str = "") -> bool:
-    value = doc.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {prefix}{key} must be true or false (unquoted)")
-    return value
-
-
-def _extra_config(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The untyped `config:` keys, type-checked; an unknown (misspelt) key is an error naming it."""
-    unknown = sorted(str(k) for k in set(cfg) - CONFIG_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown config key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(CONFIG_KEYS))})")
-    extra: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if key in _TYPED_CONFIG:
-            continue
-        if key in CONFIG_BOOLS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: config.{key} must be true or false (unquoted)")
-        elif key in CONFIG_STRINGS:
-            if value is None:
-                continue  # `key:` with no value: the default applies
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{where}: config.{key} must be a non-empty string")
-            value = value.strip()
-        extra[key] = value
-    return extra
-
-
-def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str] | None = None) -> Tenant:
-    if not isinstance(doc, dict):
-        raise ConfigError(f"tenants[{index}] must be a mapping")
-    tid = doc.get("tenant_id")
-    if not isinstance(tid, str) or not TENANT_ID.match(tid):
-        raise ConfigError(f"tenants[{index}]: tenant_id must be 1-63 letters, digits, '_' or '-'")
-    where = f"tenant {tid}"
-    reject_unknown_keys(doc, TENANT_KEYS, where)
-
-    raw_number = doc.get("waba_number")
-    if raw_number is None:
+def _number(doc: Mapping[str, Any], settings: Settings, where: str) -> str:
+    if doc.get("waba_number") is None:
         raise ConfigError(f"{where}: waba_number is not set")
     try:
-        number = normalize_number(raw_number)
+        number = normalize_number(doc["waba_number"])
     except ValueError:
         raise ConfigError(f"{where}: waba_number is not a phone number") from None
     if settings.infobip_waba_numbers:
@@ -227,7 +206,10 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
             raise ConfigError("INFOBIP_WABA_NUMBERS has an entry that is not a phone number") from None
         if number not in allowed:
             raise ConfigError(f"{where}: waba_number is not listed in INFOBIP_WABA_NUMBERS")
+    return number
 
+
+def _dsn(doc: Mapping[str, Any], settings: Settings, tid: str, where: str) -> str:
     dsn = _str(doc, "db_dsn", where)
     if dsn is None:
         if not settings.database_url_default:
@@ -237,44 +219,42 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
         conninfo_to_dict(dsn)
     except Exception:
         raise ConfigError(f"{where}: db_dsn is not a valid PostgreSQL connection string") from None
+    return dsn
 
-    cfg = doc.get("config") or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: config must be a mapping")
-    extra = _extra_config(cfg, where)
-    timezone = _str(cfg, "timezone", where, "UTC", "config.") or "UTC"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{where}: config.timezone {timezone!r} is not a known IANA time zone") from None
-    config = TenantConfig(
-        business_name=_str(cfg, "business_name", where, tid, "config.") or tid,
-        timezone=timezone,
-        rag_enabled=_bool(cfg, "rag_enabled", where, True, "config."),
-        max_context_tokens=_int(cfg, "max_context_tokens", where, 3000, 200, 1_000_000),
-        daily_token_budget=_int(cfg, "daily_token_budget", where, None, 1, 10**12),
-        max_tool_steps=_int(cfg, "max_tool_steps", where, 6, 1, 20),
-        debounce_ms=_int(cfg, "debounce_ms", where, 1500, 0, 60_000),
-        extra=extra,
-    )
 
-    embedding_model = _str(doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed
-    llm = parse_llm_block(doc.get("llm"), settings, where=where, model_embed=embedding_model,
-                          env=os.environ if env is None else env)
+def _config(block: Any, tid: str, where: str, out: _Issues) -> tuple[TenantConfig | None, int | None]:
+    """`config:` as a TenantConfig (None when wrong) and its `embedding_dim` (checked with the model later)."""
+    values, errors = load_block(ConfigSchema(), block, "config", where)
+    for err in errors:
+        out.add(err)
+    if errors:
+        return None, None
+    dim = values.pop("embedding_dim")
+    values["business_name"] = values["business_name"] or tid
+    values["timezone"] = values["timezone"] or "UTC"
+    return TenantConfig(**values), dim
 
-    dim = cfg.get("embedding_dim", EMBEDDING_DIMS.get(embedding_model))
-    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 16000:
-        raise ConfigError(f"{where}: embedding_model {embedding_model!r} is unknown; set config.embedding_dim")
 
+def _dim(dim: int | None, model: str, where: str) -> int:
+    dim = dim or EMBEDDING_DIMS.get(model)
+    if dim is None:
+        raise FieldError(f"{where}: embedding_model {model!r} is unknown; set config.embedding_dim",
+                         ("embedding_model",))
+    return dim
+
+
+def _choices(doc: Mapping[str, Any], where: str) -> tuple[str, tuple[str, ...]]:
     vector_store = _str(doc, "vector_store", where, "pgvector")
     if vector_store not in VECTOR_STORES:
-        raise ConfigError(f"{where}: vector_store must be one of {', '.join(VECTOR_STORES)}")
-
+        raise FieldError(f"{where}: vector_store must be one of {', '.join(VECTOR_STORES)}", ("vector_store",))
     agents = doc.get("enabled_agents", ["orchestrator", "db_agent"])
     if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
-        raise ConfigError(f"{where}: enabled_agents must be a list of agent names")
+        raise FieldError(f"{where}: enabled_agents must be a list of agent names", ("enabled_agents",))
+    return vector_store, tuple(agents)
 
-    ib = doc.get("infobip") or {}
+
+def _infobip(block: Any, settings: Settings, where: str) -> tuple[str, str]:
+    ib = block or {}
     if not isinstance(ib, dict):
         raise ConfigError(f"{where}: infobip must be a mapping")
     ib_url = _str(ib, "base_url", f"{where} infobip", settings.infobip_base_url)
@@ -285,45 +265,98 @@ def parse_tenant(doc: Any, settings: Settings, index: int, env: Mapping[str, str
     ib_key = _str(ib, "api_key", f"{where} infobip", settings.infobip_api_key)
     if not ib_key:
         raise ConfigError(f"{where}: infobip.api_key is not set and INFOBIP_API_KEY is not set either")
-
-    parse_templates(doc.get("templates"), where)  # validated at start-up; read via shared.delivery.infobip.templates
-
-    return Tenant(
-        tenant_id=tid,
-        waba_number=number,
-        db_dsn=dsn,
-        embedding_model=embedding_model,
-        embedding_dim=dim,
-        vector_store=vector_store,
-        enabled_agents=tuple(agents),
-        config=config,
-        llm=llm,
-        infobip_base_url=ib_url.rstrip("/"),
-        infobip_api_key=ib_key,
-        webhook_token=_str(doc, "webhook_token", where),
-        raw=doc,
-    )
+    return ib_url.rstrip("/"), ib_key
 
 
-def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None) -> TenantRegistry:
-    env = os.environ if env is None else env
+def _embedding(block: Any, where: str, out: _Issues) -> EmbeddingEndpoint | None:
+    values, errors = load_block(EmbeddingSchema(), block, "embedding", where)
+    for err in errors:
+        out.add(err)
+    return None if errors else embedding_endpoint(values)
+
+
+def _entry(doc: Any, index: int, env: Mapping[str, str], out: _Issues) -> tuple[str, dict] | None:
+    """The tenant id and the interpolated entry, or None (recorded) when there is no usable id."""
+    if not isinstance(doc, dict):
+        out.add(ConfigError(f"tenants[{index}] must be a mapping"))
+        return None
+    doc = out.run((), interpolate, doc, env, f"tenants[{index}]")
+    if doc is None:
+        return None
+    tid = doc.get("tenant_id")
+    if not isinstance(tid, str) or not TENANT_ID.match(tid):
+        out.add(ConfigError(f"tenants[{index}]: tenant_id must be 1-63 letters, digits, '_' or '-'"), ("tenant_id",))
+        return None
+    return tid, doc
+
+
+def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Mapping[str, str]) -> Tenant | None:
+    """One entry of `tenants:`: the Tenant, or None with every mistake found in it recorded in `out`."""
+    entry = _entry(doc, index, env, out)
+    if entry is None:
+        return None
+    tid, doc = entry
+    where, before = f"tenant {tid}", len(out.found)
+    for key in sorted(str(k) for k in set(doc) - TENANT_KEYS):
+        out.add(ConfigError(f"{where}: unknown field(s) {key}"), (key,))
+    number = out.run(("waba_number",), _number, doc, settings, where)
+    dsn = out.run(("db_dsn",), _dsn, doc, settings, tid, where)
+    config, dim = _config(doc.get("config"), tid, where, out)
+    model = out.run((), _str, doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed
+    llm = out.run(("llm",), parse_llm_block, doc.get("llm"), settings, where=where, model_embed=model, env=env)
+    dim = out.run((), _dim, dim, model, where)
+    choices = out.run((), _choices, doc, where)
+    infobip = out.run(("infobip",), _infobip, doc.get("infobip"), settings, where)
+    templates = out.run(("templates",), parse_templates, doc.get("templates"), where)
+    embedding = _embedding(doc.get("embedding"), where, out)
+    webhook_token = out.run((), _str, doc, "webhook_token", where)
+    if len(out.found) > before:
+        return None
+    return Tenant(tenant_id=tid, waba_number=number, db_dsn=dsn, embedding_model=model, embedding_dim=dim,
+                  vector_store=choices[0], enabled_agents=choices[1], config=config, llm=llm,
+                  infobip_base_url=infobip[0], infobip_api_key=infobip[1], webhook_token=webhook_token,
+                  templates=templates, embedding=embedding, raw=doc)
+
+
+def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None,
+                  lines: Mapping[Path, int] | None = None) -> TenantRegistry:
+    """Every tenant of the file; TenantFileError lists every mistake, each with its YAML line when `lines` has it."""
+    env = environment() if env is None else env
     if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
         raise ConfigError("tenants file must have a top-level 'tenants:' list")
-    docs = interpolate(document["tenants"], env, "tenants")
-    return TenantRegistry(parse_tenant(d, settings, i, env) for i, d in enumerate(docs))
+    tenants, issues = [], []
+    for index, doc in enumerate(document["tenants"]):
+        out = _Issues(index)
+        tenants.append(parse_tenant(doc, settings, index, out, env))
+        issues += [dataclasses.replace(i, line=line_of(lines or {}, i.path)) for i in out.found]
+    if issues:
+        raise TenantFileError(issues)
+    return TenantRegistry(tenants)
+
+
+def read_tenants_file(path: str) -> tuple[Any, dict[Path, int]]:
+    """The document of a tenants file and the line of each of its fields; a ConfigError naming the file (and the
+    line, for a YAML syntax error)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return load_with_lines(fh.read())
+    except FileNotFoundError:
+        raise ConfigError(f"TENANTS_FILE: {path} does not exist (copy tenants.yaml.example)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"TENANTS_FILE: {path} is not valid YAML ({describe_yaml_error(exc)})") from None
+
+
+def load_tenants_with_lines(settings: Settings, path: str | None = None,
+                            env: Mapping[str, str] | None = None) -> tuple[TenantRegistry, dict[Path, int]]:
+    """The tenants of the file named by TENANTS_FILE, and the line of each field (for later checks' errors)."""
+    path = path or settings.tenants_file
+    document, lines = read_tenants_file(path)
+    registry = parse_tenants(document, settings, env, lines)
+    if len(registry) == 0:
+        raise ConfigError(f"TENANTS_FILE: {path} defines no tenants")
+    return registry, lines
 
 
 def load_tenants(settings: Settings, path: str | None = None, env: Mapping[str, str] | None = None) -> TenantRegistry:
     """Read and validate the tenants file named by TENANTS_FILE."""
-    path = path or settings.tenants_file
-    try:
-        with open(path, encoding="utf-8") as fh:
-            document = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"TENANTS_FILE: {path} does not exist (copy tenants.yaml.example)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"TENANTS_FILE: {path} is not valid YAML ({exc.__class__.__name__})") from None
-    registry = parse_tenants(document, settings, env)
-    if len(registry) == 0:
-        raise ConfigError(f"TENANTS_FILE: {path} defines no tenants")
-    return registry
+    return load_tenants_with_lines(settings, path, env)[0]

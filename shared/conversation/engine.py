@@ -64,10 +64,10 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
     intent = classify(text, http_words, llm, calls, max_tokens=tenant.config.max_context_tokens)
     orchestrator = orchestrator_for(tenant)
-    _agent, offered = orchestrator.route(intent.name, registry, bool(tenant.config.extra.get("tool_gating", True)))
+    route = orchestrator.route(intent.name, registry, tenant.config.tool_gating)
 
     # The budget covers everything sent: the offered tool schemas come off it before history is added.
-    budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(offered))
+    budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(route.offered))
     memories: list[str] = []
     if tenant.config.rag_enabled and memory is not None:
         try:
@@ -81,6 +81,6 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     request = AgentRequest(tenant=tenant, text=text, messages=prompt.messages, intent=intent, llm=llm,
                            registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps, calls=calls,
                            deadline=started + TURN_DEADLINE_SECONDS)
-    response = orchestrator.handle(request)
+    response = orchestrator.handle(request, route)
     text_out = response.text or "Sorry, I have no answer to that."
     return EngineReply(text_out, intent, response, calls, prompt.tokens, prompt.history_used, len(memories))

@@ -13,23 +13,15 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from shared.errors import ConfigError
 from shared.queueing.redis_conn import limits_url
 from shared.config.tenants import Tenant
 
-DEFAULT_USER = "30/minute"
-DEFAULT_TENANT = "1200/minute"
 NOTICE = "You're sending messages faster than I can answer. I'll read the rest, but please wait a moment."
 
 
 def tenant_limits(tenant: Tenant) -> tuple[object, object]:
-    extra = tenant.config.extra
-    try:
-        return (parse(str(extra.get("rate_limit_user", DEFAULT_USER))),
-                parse(str(extra.get("rate_limit_tenant", DEFAULT_TENANT))))
-    except ValueError:
-        raise ConfigError(f"tenant {tenant.tenant_id}: config.rate_limit_user / rate_limit_tenant must look like "
-                          "'20/minute'") from None
+    """The tenant's per-user and per-tenant limits (their notation was checked when the tenants file was read)."""
+    return parse(tenant.config.rate_limit_user), parse(tenant.config.rate_limit_tenant)
 
 
 @dataclass(frozen=True)

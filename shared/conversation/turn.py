@@ -9,7 +9,8 @@ Guarantees, step by step:
   so a burst is answered once, in order. Tool writes, usage rows, the reply, its outbox rows and the
   `answered` marks commit together: a crash before the commit leaves the messages `received`, and the
   redelivered (or recovered) turn answers them exactly once.
-- the caller enqueues the sends only after that commit (outbox).
+- sends (and the turn task) are registered on the unit of work's transaction and published only after its commit
+  (shared/db/unit_of_work.py).
 """
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ from typing import Any, Callable
 
 from shared.clock import utcnow
 from shared.db import repo
-from shared.db.pools import TenantPools
+from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.db.usage import budget_spent
+from shared.delivery.outbox import queue_reply
+from shared.queueing.tasks import TASK_RUN_TURN
 from shared.conversation.engine import respond
 from shared.delivery.infobip.times import parse_infobip_time
 from shared.agents.base import LLMCall
 from shared.llm.base import LLMProvider
 from shared.conversation.media import transcribe_voice
 from shared.conversation.message_text import message_text
+from shared.conversation.ratelimit import NOTICE
 from shared.phone import normalize_number
 from shared.config.tenants import Tenant
 
@@ -43,11 +47,9 @@ HISTORY_ROWS = 200  # read at most this many; the token budget decides how many 
 class TurnDeps:
     """What turns need, built once per worker process and passed in."""
 
-    pools: TenantPools
     llm_for: Callable[[Tenant, Any], LLMProvider]      # (tenant, connection) -> provider
     registry_for: Callable[[Tenant], Any]              # tenant -> ToolRegistry
     memory_for: Callable[[Tenant], Any]                # tenant -> MemoryStore
-    queue_reply: Callable[..., list[int]]              # shared.delivery.outbox.queue_reply
     infobip_for: Callable[[Tenant], Any] | None = None # tenant -> InfobipClient (mark as read, typing)
     limiter: Any = None                                # shared.conversation.ratelimit.RateLimiter
     clock: Callable[[], datetime] = utcnow
@@ -60,7 +62,6 @@ class Stored:
     phone: str
     status: str                  # the message's status now: received | answered | rate_limited | ...
     duplicate: bool
-    outbound_ids: list[int] = field(default_factory=list)  # a rate-limit notice to send after commit
 
 
 def _rate_verdict(tenant: Tenant, deps: TurnDeps, phone: str):
@@ -75,42 +76,49 @@ def _rate_verdict(tenant: Tenant, deps: TurnDeps, phone: str):
         return None
 
 
-def store_inbound(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str | None) -> Stored:
-    """Commit the inbound message once per messageId; a flooding user's messages are stored as `rate_limited`."""
+def store_inbound(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, result: dict, request_id: str | None) -> Stored:
+    """Commit the inbound message once per messageId; a flooding user's messages are stored as `rate_limited`.
+    A message still `received` (new, or a redelivery before its turn) gets its user's turn after the debounce
+    window: a tracked task (a lost turn task is re-driven, not waited out), published after the commit."""
+    with uow.transaction(tenant) as tx:
+        stored = _store(tx, deps, result, request_id)
+        if stored.status == "received":
+            tx.publish_after_commit(TASK_RUN_TURN, {"tenant_id": tenant.tenant_id, "user_id": stored.user_id,
+                                                    "request_id": request_id},
+                                    countdown=tenant.config.debounce_ms / 1000, tracked=True)
+    return stored
+
+
+def _store(tx: Transaction, deps: TurnDeps, result: dict, request_id: str | None) -> Stored:
+    conn, tenant = tx.conn, tx.tenant
     message = result.get("message") or {}
     phone = normalize_number(result["from"])
     # Infobip's time, but never in our future: a user's "last message" must not keep the 24-hour window open.
     received_at = min(parse_infobip_time(result.get("receivedAt")) or deps.clock(), deps.clock())
-    with deps.pools.connection(tenant) as conn:
+    existing = repo.get_message_by_infobip_id(conn, result["messageId"])
+    if existing is not None:
+        return Stored(existing["user_id"], existing["id"], phone, existing["status"], True)
+    verdict = _rate_verdict(tenant, deps, phone)
+    status = "received" if verdict is None or verdict.allowed else "rate_limited"
+    user_id = repo.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
+    row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
+                              message_type=str(message.get("type") or "UNKNOWN").upper(),
+                              body=message_text(message), payload=message, received_at=received_at,
+                              request_id=request_id, status=status)
+    if row is None:  # a concurrent delivery stored it first
         existing = repo.get_message_by_infobip_id(conn, result["messageId"])
-        if existing is not None:
-            return Stored(existing["user_id"], existing["id"], phone, existing["status"], True)
-        verdict = _rate_verdict(tenant, deps, phone)
-        status = "received" if verdict is None or verdict.allowed else "rate_limited"
-        user_id = repo.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
-        row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
-                                  message_type=str(message.get("type") or "UNKNOWN").upper(),
-                                  body=message_text(message), payload=message, received_at=received_at,
-                                  request_id=request_id, status=status)
-        if row is None:  # a concurrent delivery stored it first
-            existing = repo.get_message_by_infobip_id(conn, result["messageId"])
-            return Stored(user_id, existing["id"], phone, existing["status"], True)
-        notice: list[int] = []
-        if verdict is not None and verdict.notify:
-            from shared.conversation.ratelimit import NOTICE
-
-            text = str(tenant.config.extra.get("rate_limit_notice") or NOTICE)
-            last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
-            notice = deps.queue_reply(conn, tenant, user_id=user_id, phone=phone, text=text, source_message=None,
-                                      request_id=request_id, now=deps.clock(),
-                                      last_inbound_at=last["last_inbound_at"])
-            log.warning("rate limit reached: message stored, not answered", extra={"scope": verdict.scope})
-        return Stored(user_id, row, phone, status, False, notice)
+        return Stored(user_id, existing["id"], phone, existing["status"], True)
+    if verdict is not None and verdict.notify:
+        text = tenant.config.rate_limit_notice or NOTICE
+        last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+        queue_reply(tx, user_id=user_id, phone=phone, text=text, source_message=None, request_id=request_id,
+                    now=deps.clock(), last_inbound_at=last["last_inbound_at"])
+        log.warning("rate limit reached: message stored, not answered", extra={"scope": verdict.scope})
+    return Stored(user_id, row, phone, status, False)
 
 
 @dataclass
 class TurnOutcome:
-    outbound_ids: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)   # message rows answered by this turn
     retry_in_ms: int | None = None                      # busy or too early: run again after this long
     reason: str = ""
@@ -132,12 +140,11 @@ def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]
     client = deps.infobip_for(tenant) if deps.infobip_for else None
     if client is None:
         return
-    extra = tenant.config.extra
     try:
-        if extra.get("mark_read", True):
+        if tenant.config.mark_read:
             for m in pending:
                 client.mark_read(tenant.waba_number, m["infobip_message_id"])
-        if extra.get("typing_indicator", True):
+        if tenant.config.typing_indicator:
             client.typing(tenant.waba_number, phone)
     except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
         log.warning("mark-as-read / typing failed", exc_info=True)
@@ -181,15 +188,15 @@ def clock_from(start: datetime, clock: Callable[[], datetime]) -> Callable[[], d
 TURN_LOCK = 0x7475726E  # "turn": advisory lock class of the per-user turn lock
 
 
-def _record_usage(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None, calls: list) -> None:
+def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str | None, calls: list) -> None:
     """Usage is written in its own transaction after the turn's: tokens spent by a turn that then failed (and
     will be retried) still count, for the record and for the daily budget."""
     if not calls:
         return
     try:
-        with deps.pools.connection(tenant) as conn:
+        with uow.transaction(tenant) as tx:
             for call in calls:
-                repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
+                repo.record_usage(tx.conn, user_id=user_id, request_id=request_id, provider=call.provider,
                                   model=call.model, prompt_tokens=call.prompt_tokens,
                                   completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
                                   tools_used=list(call.tools_used))
@@ -197,18 +204,47 @@ def _record_usage(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str 
         log.exception("usage not recorded", extra={"calls": len(calls)})
 
 
-def run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> TurnOutcome:
+def run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int,
+                  request_id: str | None) -> TurnOutcome:
+    """The user's turn; its reply's sends are registered on `uow` and go out after the turn's commit."""
     calls: list = []
     try:
-        return _run_user_turn(tenant, deps, user_id, request_id, calls)
+        return _run_user_turn(tenant, deps, uow, user_id, request_id, calls)
     finally:
-        _record_usage(tenant, deps, user_id, request_id, calls)
+        _record_usage(tenant, uow, user_id, request_id, calls)
 
 
-def _run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None,
+def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_id: int, phone: str, rows: list[dict],
+                   *, now: datetime, spoken: datetime, request_id: str | None,
+                   calls: list) -> tuple[str, dict[str, Any]]:
+    """The turn's answer and its log summary: the polite texts when nothing is readable or the day's budget is
+    spent (no model call), otherwise the engine's answer read at the moment the user wrote (`spoken`)."""
+    texts = [m["body"] for m in rows if m["body"]]
+    summary: dict[str, Any] = {"tools_used": [], "token_usage": {"total": 0}, "messages": len(rows)}
+    if not texts:
+        return tenant.config.unreadable_message_reply or DEFAULT_UNREADABLE, summary
+    if budget_spent(conn, tenant, now):
+        log.warning("daily token budget spent: answered without the LLM")
+        return tenant.config.budget_exhausted_reply or DEFAULT_BUDGET_SPENT, summary
+    history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
+    answer = respond(tenant=tenant, conn=conn, llm=llm, registry=deps.registry_for(tenant),
+                     memory=deps.memory_for(tenant), user_id=user_id, phone=phone, text="\n".join(texts),
+                     history=history, now=spoken, clock=clock_from(spoken, deps.clock), request_id=request_id,
+                     calls=calls)
+    prompt = sum(c.prompt_tokens for c in answer.calls)
+    completion = sum(c.completion_tokens for c in answer.calls)
+    summary.update({"tools_used": answer.response.tools_used, "intent": answer.intent.name,
+                    "agent": answer.response.agent, "llm_calls": len(answer.calls),
+                    "history_used": answer.history_used, "memories_used": answer.memories_used,
+                    "token_usage": {"prompt": prompt, "completion": completion, "total": prompt + completion}})
+    return answer.text, summary
+
+
+def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, request_id: str | None,
                    calls: list) -> TurnOutcome:
     started = time.monotonic()
-    with deps.pools.connection(tenant) as conn:
+    with uow.transaction(tenant) as tx:
+        conn = tx.conn
         # One turn at a time per user, across processes and hosts: a transaction-scoped advisory lock (a row lock
         # on `users` would also block every insert that references the user, e.g. reminder dispatch).
         locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
@@ -235,70 +271,49 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str
         spoken = said_at(rows[-1]["received_at"], now)
         llm = deps.llm_for(tenant, conn)
         _transcribe(conn, tenant, deps, llm, rows, calls)
-        texts = [m["body"] for m in rows if m["body"]]
-        summary: dict[str, Any] = {"tools_used": [], "token_usage": {"total": 0}, "messages": len(rows)}
-        if not texts:
-            reply = str(tenant.config.extra.get("unreadable_message_reply") or DEFAULT_UNREADABLE)
-        elif budget_spent(conn, tenant, now):
-            reply = str(tenant.config.extra.get("budget_exhausted_reply") or DEFAULT_BUDGET_SPENT)
-            log.warning("daily token budget spent: answered without the LLM")
-        else:
-            history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
-            answer = respond(tenant=tenant, conn=conn, llm=llm,
-                             registry=deps.registry_for(tenant), memory=deps.memory_for(tenant), user_id=user_id,
-                             phone=phone, text="\n".join(texts), history=history, now=spoken,
-                             clock=clock_from(spoken, deps.clock),
-                             request_id=request_id, calls=calls)
-            reply = answer.text
-            prompt = sum(c.prompt_tokens for c in answer.calls)
-            completion = sum(c.completion_tokens for c in answer.calls)
-            summary.update({"tools_used": answer.response.tools_used, "intent": answer.intent.name,
-                            "agent": answer.response.agent, "llm_calls": len(answer.calls),
-                            "history_used": answer.history_used, "memories_used": answer.memories_used,
-                            "token_usage": {"prompt": prompt, "completion": completion,
-                                            "total": prompt + completion}})
-
+        reply, summary = _compose_reply(conn, tenant, deps, llm, user_id, phone, rows, now=now, spoken=spoken,
+                                        request_id=request_id, calls=calls)
         reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
                                                  request_id=request_id)
         last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
-        outbound_ids = deps.queue_reply(conn, tenant, user_id=user_id, phone=phone, text=reply,
-                                        source_message=reply_id, request_id=request_id, now=now,
-                                        last_inbound_at=last["last_inbound_at"])
+        queue_reply(tx, user_id=user_id, phone=phone, text=reply, source_message=reply_id, request_id=request_id,
+                    now=now, last_inbound_at=last["last_inbound_at"])
         answered = [m["id"] for m in rows]
         conn.execute("UPDATE messages SET status = 'answered', updated_at = now() WHERE id = ANY(%s)", (answered,))
 
     log.info("message processed successfully", extra={"duration": f"{time.monotonic() - started:.3f}s",
                                                        "user_id": phone, **summary})
-    return TurnOutcome(outbound_ids=outbound_ids, answered=answered)
+    return TurnOutcome(answered=answered)
 
 
 DEFAULT_APOLOGY = "Sorry, something went wrong on my side and I couldn't answer that. Please try again in a moment."
 
 
-def give_up(tenant: Tenant, deps: TurnDeps, user_id: int, request_id: str | None) -> list[int]:
-    """After a turn failed for good: mark the user's waiting messages `failed` and queue an apology, so the user
-    is not left without an answer and the recovery sweep does not retry a turn that cannot succeed. Returns the
-    outbox ids to publish after the commit."""
-    with deps.pools.connection(tenant) as conn:
+def give_up(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, request_id: str | None) -> None:
+    """After a turn failed for good: mark the user's waiting messages `failed` and queue an apology (sent after the
+    commit), so the user is not left without an answer and the recovery sweep does not retry a turn that cannot
+    succeed."""
+    with uow.transaction(tenant) as tx:
+        conn = tx.conn
         # wait for a turn of this user that may still be running, then take over its messages
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (TURN_LOCK, user_id % 2**31))
         user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
         failed = conn.execute("UPDATE messages SET status = 'failed', updated_at = now() WHERE user_id = %s "
                               "AND role = 'user' AND status = 'received' RETURNING id", (user_id,)).fetchall()
         if user is None or not failed:
-            return []
+            return
         log.error("turn failed for good: user told, messages marked failed", extra={"messages": len(failed)})
-        return _apologise(conn, tenant, deps, user, failed[-1]["id"], request_id)
+        _apologise(tx, deps, user, failed[-1]["id"], request_id)
 
 
-def _apologise(conn, tenant: Tenant, deps: TurnDeps, user: dict, reply_to: int, request_id: str | None) -> list[int]:
-    """Store and queue the tenant's apology to `user` (a row with id, phone, last_inbound_at); the outbox ids."""
-    text = str(tenant.config.extra.get("failure_reply") or DEFAULT_APOLOGY)
-    reply_id = repo.insert_assistant_message(conn, user_id=user["id"], body=text, reply_to=reply_to,
+def _apologise(tx: Transaction, deps: TurnDeps, user: dict, reply_to: int, request_id: str | None) -> None:
+    """Store and queue the tenant's apology to `user` (a row with id, phone, last_inbound_at)."""
+    tenant = tx.tenant
+    text = tenant.config.failure_reply or DEFAULT_APOLOGY
+    reply_id = repo.insert_assistant_message(tx.conn, user_id=user["id"], body=text, reply_to=reply_to,
                                              request_id=request_id)
-    return deps.queue_reply(conn, tenant, user_id=user["id"], phone=user["phone"], text=text,
-                            source_message=reply_id, request_id=request_id, now=deps.clock(),
-                            last_inbound_at=user["last_inbound_at"])
+    queue_reply(tx, user_id=user["id"], phone=user["phone"], text=text, source_message=reply_id,
+                request_id=request_id, now=deps.clock(), last_inbound_at=user["last_inbound_at"])
 
 
 def _printable(value: object) -> str:
@@ -306,22 +321,23 @@ def _printable(value: object) -> str:
     return str(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
-def store_unstorable(tenant: Tenant, deps: TurnDeps, result: dict, request_id: str | None) -> list[int]:
+def store_unstorable(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, result: dict, request_id: str | None) -> None:
     """The last resort for a message whose content cannot be stored (the ingress should have refused it): keep a
-    `failed` placeholder without the content, so the messageId is known, and queue the apology, so the user is
-    not left in silence. Returns the outbox ids to publish after the commit. Raises when even that is impossible
-    (no phone number to answer)."""
+    `failed` placeholder without the content, so the messageId is known, and queue the apology (sent after the
+    commit), so the user is not left in silence. Raises when even that is impossible (no phone number to
+    answer)."""
     phone = normalize_number(_printable(result["from"]))
     message_type = _printable((result.get("message") or {}).get("type") or "UNKNOWN")[:64].upper()
-    with deps.pools.connection(tenant) as conn:
+    with uow.transaction(tenant) as tx:
+        conn = tx.conn
         user_id = repo.upsert_user(conn, phone, None, deps.clock())
         row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=_printable(result["messageId"]),
                                   message_type=message_type, body=None, payload={"unstorable": True},
                                   received_at=deps.clock(), request_id=request_id, status="failed")
         if row is None:  # stored before: answered before
-            return []
+            return
         user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
-        return _apologise(conn, tenant, deps, user, row, request_id)
+        _apologise(tx, deps, user, row, request_id)
 
 
 def stalled_users(conn, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:

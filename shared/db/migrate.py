@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from shared.config.settings import DEFAULT_MIGRATIONS_DIR
 from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(os.environ.get("WABOT_MIGRATIONS_DIR", Path(__file__).resolve().parents[2] / "migrations"))
 _LOCK_KEY = 0x7761626F74  # "wabot": the advisory lock every migrating process takes
 
 
@@ -34,7 +33,8 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def load_migrations(directory: Path = DEFAULT_MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations of `directory`, in order (processes pass settings.migrations_dir: WABOT_MIGRATIONS_DIR)."""
     files = sorted(p for p in directory.glob("*.sql"))
     return [Migration(p.stem, p.read_text(encoding="utf-8")) for p in files]
 

@@ -1,7 +1,8 @@
 """The outbox: what we send a user, stored first, then posted to Infobip in order and with bounded retries.
 
 Guarantees:
-- a send row is committed before its task is enqueued (nothing is sent that was not stored);
+- a send row is committed before its task is enqueued (nothing is sent that was not stored): sends are registered
+  on the unit of work's transaction and published only after it committed (shared/db/unit_of_work.py);
 - only a `queued` row is posted, under a per-row lock (two tasks never post one row at the same time), so a
   redelivered or re-published task never posts a message whose acceptance was recorded; retries reuse the row and
   therefore the same messageId;
@@ -25,22 +26,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
 import psycopg
-from celery import Celery
-
 from shared.clock import utcnow
 from shared.db import repo
-from shared.db.pools import TenantPools
+from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.delivery.infobip.client import TEMPLATE_PATH, TEXT_PATH, InfobipClient, template_body, text_body
 from shared.delivery.infobip.errors import InfobipError
 from shared.delivery.infobip.retry import DEFAULT_BASE_SECONDS, MAX_ATTEMPTS, retry_delay
 from shared.delivery.infobip.split import split_text
 from shared.delivery.infobip.templates import Template, reengage_template, render_placeholders
-from shared.queueing.tasks import TASK_SEND, enqueue
 from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ def inside_window(last_inbound_at: datetime | None, now: datetime) -> bool:
 class Queued:
     mode: str                   # text | template | not_sent
     row_ids: list[int]          # every outbox row written, in order
-    send_ids: list[int]         # the rows whose send tasks the caller publishes after its commit
+    send_ids: list[int]         # the rows whose send tasks go out after the commit
 
 
 def template_content(tenant: Tenant, template: Template, *, phone: str, message_id: str, text: str,
@@ -135,29 +133,15 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
     return Queued("template", [oid], [oid])
 
 
-def queue_reply(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, phone: str, text: str,
-                source_message: int | None, request_id: str | None, now: datetime,
-                last_inbound_at: datetime | None) -> list[int]:
-    """Write the outbox rows of one reply; returns the ids to publish with `enqueue_sends` after the commit."""
-    return queue_message(conn, tenant, user_id=user_id, phone=phone, text=text, now=now,
-                         last_inbound_at=last_inbound_at, source_message=source_message,
-                         request_id=request_id).send_ids
-
-
-def enqueue_sends(celery_app: Celery, tenant_id: str, outbound_ids: list[int], request_id: str | None,
-                  *, message_id: str | None = None) -> None:
-    """Publish one send task per committed outbox row. Raises (kombu OperationalError) when Redis cannot take them;
-    rows left unpublished are re-published by the stalled-send sweep (`workers.scheduled`)."""
-    for outbound_id in outbound_ids:
-        enqueue(celery_app, TASK_SEND, send_payload(tenant_id, outbound_id, request_id, message_id))
-
-
-def send_payload(tenant_id: str, outbound_id: int, request_id: str | None, message_id: str | None = None) -> dict:
-    """The payload of the send task of one outbox row."""
-    payload = {"tenant_id": tenant_id, "outbound_id": int(outbound_id), "request_id": request_id}
-    if message_id:
-        payload["message_id"] = message_id
-    return payload
+def queue_reply(tx: Transaction, *, user_id: int, phone: str, text: str, source_message: int | None,
+                request_id: str | None, now: datetime, last_inbound_at: datetime | None) -> list[int]:
+    """Write the outbox rows of one reply in `tx` and register their sends for after its commit; returns the ids
+    of the rows whose sends were registered."""
+    send_ids = queue_message(tx.conn, tx.tenant, user_id=user_id, phone=phone, text=text, now=now,
+                             last_inbound_at=last_inbound_at, source_message=source_message,
+                             request_id=request_id).send_ids
+    tx.send_after_commit(send_ids)
+    return send_ids
 
 
 # ---------------------------------------------------------------- sending
@@ -167,7 +151,6 @@ class SendOutcome:
     status: str                  # sent | failed | retry | waiting | skipped | busy
     delay: float | None = None   # seconds until the retry (status retry) or the re-check (status waiting)
     error: dict | None = None
-    enqueue: list[int] = field(default_factory=list)  # rows to publish now (the rows that waited for this one)
     message_id: str | None = None  # the row's Infobip messageId, to settle reports that overtook the send
 
 
@@ -183,19 +166,21 @@ def _head(row: dict) -> int:
     return row["chain_id"] or row["id"]
 
 
-def send_outbound(tenant: Tenant, pools: TenantPools, client: InfobipClient, outbound_id: int, *,
+def send_outbound(tenant: Tenant, uow: UnitOfWork, client: InfobipClient, outbound_id: int, *,
                   max_attempts: int = MAX_ATTEMPTS, retry_base: float = DEFAULT_BASE_SECONDS,
                   clock: Callable[[], datetime] = utcnow) -> SendOutcome:
-    """Post one outbox row (one HTTP attempt) and record what Infobip said. The caller, after this returns (all
-    committed), settles reports kept for the message (shared.delivery.reports), publishes `enqueue` and schedules the retry
-    (status `retry`), or tries again shortly (status `busy`: another task holds the row)."""
-    with pools.connection(tenant) as conn:
+    """Post one outbox row (one HTTP attempt) and record what Infobip said; the rows that waited for it are
+    registered on `uow` for after the commit. The caller, after this returns (all committed), settles reports kept
+    for the message (shared.delivery.reports) and schedules the retry (status `retry`), or tries again shortly
+    (status `busy`: another task holds the row)."""
+    with uow.transaction(tenant) as tx:
+        conn = tx.conn
         with conn.transaction():
             # never post a row from two tasks at once: a session lock held until the result is recorded
             if not repo.try_lock_outbound(conn, outbound_id):
                 return SendOutcome("busy")
         try:
-            return _send_locked(conn, client, outbound_id, max_attempts, retry_base, clock)
+            return _send_locked(tx, client, outbound_id, max_attempts, retry_base, clock)
         finally:
             try:
                 repo.unlock_outbound(conn, outbound_id)
@@ -227,8 +212,9 @@ def _order_wait(conn: psycopg.Connection, row: dict, before: dict, now: datetime
     return left if left > 0 else None
 
 
-def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: int, max_attempts: int,
+def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_attempts: int,
                  retry_base: float, clock: Callable[[], datetime]) -> SendOutcome:
+    conn = tx.conn
     with conn.transaction():  # 1. decide, and count the attempt durably before posting
         row = repo.get_outbound(conn, outbound_id)
         if row is None:
@@ -253,10 +239,11 @@ def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: i
                 if _head(before) == _head(row):  # an earlier part of this reply failed: stop the rest of it
                     stopped = repo.stop_queued_parts(conn, _head(row), row["part"] - 1, "not_sent",
                                                      f"part {row['part'] - 1} of this reply was not sent")
-                    return SendOutcome("skipped", enqueue=repo.waiting_on(conn, stopped))
+                    tx.send_after_commit(repo.waiting_on(conn, stopped))
+                    return SendOutcome("skipped")
                 # an earlier MESSAGE failed: this one is sent anyway (order kept, nothing held back)
         if row["attempts"] >= max_attempts:  # every allowed post was made, the last answers were lost
-            return _give_up(conn, row, f"gave up after {row['attempts']} attempts: the answer to the last post was "
+            return _give_up(tx, row, f"gave up after {row['attempts']} attempts: the answer to the last post was "
                                        "lost (worker stopped or database unreachable); Infobip may have accepted it")
         attempt = repo.begin_post(conn, outbound_id, row["prev_id"])
         if attempt is None:  # moved on meanwhile by a report, or re-pointed to wait for a template fallback
@@ -270,47 +257,48 @@ def _send_locked(conn: psycopg.Connection, client: InfobipClient, outbound_id: i
     with conn.transaction():  # 3. record Infobip's answer and release whoever waited for this row
         if result.ok:
             repo.record_send_accepted(conn, outbound_id, result.body)
-            follow = repo.next_part(conn, outbound_id)  # the next part, and later messages of this user
+            tx.send_after_commit(repo.next_part(conn, outbound_id))  # the next part, later messages of this user
             log.info("sent to infobip", extra={"outbound_id": outbound_id, "infobip_message_id": row["message_id"],
                                                "http_status": result.http_status, "part": row["part"],
                                                "attempt": attempt})
-            return SendOutcome("sent", enqueue=follow, message_id=row["message_id"])
-        return _record_failure(conn, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
+            return SendOutcome("sent", message_id=row["message_id"])
+        return _record_failure(tx, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
                                clock())
 
 
-def _record_failure(conn: psycopg.Connection, row: dict, attempt: int, error: InfobipError,
+def _record_failure(tx: Transaction, row: dict, attempt: int, error: InfobipError,
                     retry_after: float | None, max_attempts: int, retry_base: float, now: datetime) -> SendOutcome:
     final = attempt >= max_attempts or not error.retryable  # `attempt` was counted on the row before the post
     reason = describe_error(error)
     if final and error.retryable:
         reason = f"gave up after {attempt} attempts: {reason}"
     delay = None if final else retry_delay(attempt, retry_after, retry_base)
-    status = repo.record_send_error(conn, row["id"], error.as_dict(), final=final, reason=reason,
+    status = repo.record_send_error(tx.conn, row["id"], error.as_dict(), final=final, reason=reason,
                                     next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
     log.warning("infobip send failed", extra={"outbound_id": row["id"], "infobip_error": error.as_dict(),
                                               "attempt": attempt, "final": final, "retry_in": delay})
     if status != "queued" and status != "failed":  # a report says an earlier post was accepted after all
         return SendOutcome("skipped", message_id=row["message_id"])
     if final:
-        return SendOutcome("failed", error=error.as_dict(), message_id=row["message_id"],
-                           enqueue=_release_after_failure(conn, row, reason))
+        _release_after_failure(tx, row, reason)
+        return SendOutcome("failed", error=error.as_dict(), message_id=row["message_id"])
     return SendOutcome("retry", delay, error.as_dict(), message_id=row["message_id"])
 
 
-def _give_up(conn: psycopg.Connection, row: dict, reason: str) -> SendOutcome:
-    if repo.record_send_error(conn, row["id"], None, final=True, reason=reason) != "failed":
+def _give_up(tx: Transaction, row: dict, reason: str) -> SendOutcome:
+    if repo.record_send_error(tx.conn, row["id"], None, final=True, reason=reason) != "failed":
         return SendOutcome("skipped", message_id=row["message_id"])
     log.warning("infobip send given up", extra={"outbound_id": row["id"], "attempt": row["attempts"]})
-    return SendOutcome("failed", message_id=row["message_id"], enqueue=_release_after_failure(conn, row, reason))
+    _release_after_failure(tx, row, reason)
+    return SendOutcome("failed", message_id=row["message_id"])
 
 
-def _release_after_failure(conn: psycopg.Connection, row: dict, reason: str) -> list[int]:
+def _release_after_failure(tx: Transaction, row: dict, reason: str) -> None:
     """A row failed for good: the rest of its reply is not sent, and the later messages waiting on it (or on those
-    parts) are published now rather than by the 10-minute sweep."""
-    stopped = repo.stop_queued_parts(conn, _head(row), row["part"], "not_sent",
+    parts) are published after the commit rather than by the 10-minute sweep."""
+    stopped = repo.stop_queued_parts(tx.conn, _head(row), row["part"], "not_sent",
                                      f"part {row['part']} of this reply failed: {reason}")
-    return repo.waiting_on(conn, [row["id"], *stopped])
+    tx.send_after_commit(repo.waiting_on(tx.conn, [row["id"], *stopped]))
 
 
 # A queued send whose task should have run this long ago is published again by the `recover_stalled` sweep (beat,
@@ -320,8 +308,11 @@ def _release_after_failure(conn: psycopg.Connection, row: dict, reason: str) -> 
 STALLED_SEND_GRACE = timedelta(seconds=60)
 
 
-def requeue_stalled(conn: psycopg.Connection, now: datetime, grace: timedelta = STALLED_SEND_GRACE) -> list[int]:
+def requeue_stalled(tx: Transaction, now: datetime, grace: timedelta = STALLED_SEND_GRACE) -> int:
     """Queued rows whose send should have happened more than `grace` ago (a publish lost after the commit or during
-    a broker outage, a task that crashed): returns their ids to publish again after the commit. Posting stays at
-    most once per accepted message because the send locks the row and posts only `queued` rows."""
-    return repo.stalled_outbound(conn, now - grace)
+    a broker outage, a task that crashed): their sends are registered again for after the commit; returns how
+    many. Posting stays at most once per accepted message because the send locks the row and posts only `queued`
+    rows."""
+    stalled = repo.stalled_outbound(tx.conn, now - grace)
+    tx.send_after_commit(stalled)
+    return len(stalled)

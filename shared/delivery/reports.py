@@ -13,12 +13,8 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-
-import psycopg
-
 from shared.db import repo
-from shared.db.pools import TenantPools
+from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.delivery.infobip.errors import is_session_error
 from shared.delivery.infobip.templates import reengage_template
 from shared.delivery.infobip.times import parse_infobip_time
@@ -31,19 +27,15 @@ REPORT_KINDS = ("delivery", "seen")
 NO_TEMPLATE_FALLBACK = "the chat window is closed and the tenant has no 'reengage' template to send instead"
 
 
-@dataclass(frozen=True)
-class ReportOutcome:
-    found: bool                                            # False: kept in pending_reports
-    enqueue: list[int] = field(default_factory=list)       # template fallbacks to publish after the commit
-
-
-def apply_report(conn: psycopg.Connection, tenant: Tenant, kind: str, report: dict) -> ReportOutcome:
-    """Apply one report in the caller's transaction (the caller publishes `enqueue` after committing)."""
+def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
+    """Apply one report in `tx` (a template fallback's send is registered on it); False when it was kept in
+    pending_reports because its message is not known yet."""
     if kind not in REPORT_KINDS:
         raise ValueError(f"unknown report kind {kind!r} (expected one of {', '.join(REPORT_KINDS)})")
     message_id = report.get("messageId") if isinstance(report, dict) else None
     if not message_id:
         raise ValueError("a report without a messageId cannot be matched to a message")
+    conn = tx.conn
     if kind == "seen":
         row = repo.apply_seen_report(conn, message_id, parse_infobip_time(report.get("seenAt")))
     else:
@@ -51,50 +43,47 @@ def apply_report(conn: psycopg.Connection, tenant: Tenant, kind: str, report: di
     if row is None:
         repo.store_pending_report(conn, message_id, kind, report)
         log.info("report kept until its message is known", extra={"infobip_message_id": message_id, "kind": kind})
-        return ReportOutcome(False)
+        return False
     if kind == "delivery" and row.get("applied") and is_session_error(report.get("error")):
-        return ReportOutcome(True, fall_back_to_template(conn, tenant, row))
-    return ReportOutcome(True)
+        fall_back_to_template(tx, row)
+    return True
 
 
-def settle_pending_reports(conn: psycopg.Connection, tenant: Tenant, message_id: str) -> list[int]:
-    """Apply the reports kept for `message_id` once its row exists; returns template fallbacks to publish."""
-    if not repo.outbound_exists(conn, message_id):
-        return []
-    enqueue: list[int] = []
-    for kept in repo.take_pending_reports(conn, message_id):
-        enqueue += apply_report(conn, tenant, kept["kind"], kept["report"]).enqueue
-    return enqueue
+def settle_pending_reports(tx: Transaction, message_id: str) -> None:
+    """Apply the reports kept for `message_id` once its row exists (template fallbacks registered on `tx`)."""
+    if not repo.outbound_exists(tx.conn, message_id):
+        return
+    for kept in repo.take_pending_reports(tx.conn, message_id):
+        apply_report(tx, kept["kind"], kept["report"])
 
 
-def receive_report(tenant: Tenant, pools: TenantPools, kind: str, report: dict) -> ReportOutcome:
-    """A report from the webhook: apply it, or keep it and look once more after that commit (its send may have
-    recorded its result meanwhile, and then nobody else would apply it)."""
-    with pools.connection(tenant) as conn:
-        outcome = apply_report(conn, tenant, kind, report)
-    if outcome.found:
-        return outcome
-    with pools.connection(tenant) as conn:
-        enqueue = settle_pending_reports(conn, tenant, report["messageId"])
-    return ReportOutcome(False, enqueue)
+def receive_report(tenant: Tenant, uow: UnitOfWork, kind: str, report: dict) -> bool:
+    """A report from the webhook: apply it (True), or keep it (False) and look once more after that commit (its
+    send may have recorded its result meanwhile, and then nobody else would apply it)."""
+    with uow.transaction(tenant) as tx:
+        found = apply_report(tx, kind, report)
+    if not found:
+        settle_after_send(tenant, uow, report["messageId"])
+    return found
 
 
-def settle_after_send(tenant: Tenant, pools: TenantPools, message_id: str) -> list[int]:
+def settle_after_send(tenant: Tenant, uow: UnitOfWork, message_id: str) -> None:
     """After a send recorded Infobip's answer (committed): apply the reports that overtook it."""
-    with pools.connection(tenant) as conn:
-        return settle_pending_reports(conn, tenant, message_id)
+    with uow.transaction(tenant) as tx:
+        settle_pending_reports(tx, message_id)
 
 
-def fall_back_to_template(conn: psycopg.Connection, tenant: Tenant, row: dict) -> list[int]:
+def fall_back_to_template(tx: Transaction, row: dict) -> None:
     """Send the whole reply of `row` again as the tenant's template, once; later queued parts are dropped."""
+    conn, tenant = tx.conn, tx.tenant
     if row["kind"] != "text" or row.get("fallback_of") is not None:
-        return []  # a template (or a fallback) that fails is not retried as another template: no loops
+        return  # a template (or a fallback) that fails is not retried as another template: no loops
     head_id = row.get("chain_id") or row["id"]
     template = reengage_template(tenant)
     if template is None:
         repo.set_outbound_reason(conn, row["id"], NO_TEMPLATE_FALLBACK)
         log.warning("chat window closed and no template to fall back to", extra={"outbound_id": row["id"]})
-        return []
+        return
     text = "\n\n".join(p["body"] for p in repo.chain_parts(conn, head_id) if p["body"])
     user = repo.outbound_user(conn, row["user_id"]) or {}
     mid = new_message_id(tenant.tenant_id)
@@ -104,10 +93,10 @@ def fall_back_to_template(conn: psycopg.Connection, tenant: Tenant, row: dict) -
                                                 to_number=row["to_number"], body=text, content=content,
                                                 request_id=row.get("request_id"))
     if fallback_id is None:
-        return []  # another part's report already made the fallback
+        return  # another part's report already made the fallback
     stopped = repo.stop_queued_parts(conn, head_id, 0, "not_sent", "replaced by the template fallback")
     repo.repoint_waiters(conn, stopped, fallback_id)  # later messages still come after this reply
     repo.set_outbound_reason(conn, row["id"], f"chat window closed: sent again as template {template.name}")
     log.info("chat window closed: falling back to the template",
              extra={"outbound_id": row["id"], "fallback_id": fallback_id, "template": template.name})
-    return [fallback_id]
+    tx.send_after_commit([fallback_id])

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 from functools import lru_cache
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from shared.errors import ConfigError, reject_unknown_keys
+from shared.config.settings import embedding_api_key, environment
+from shared.errors import ConfigError
 from shared.llm.base import LLMError
+from shared.llm.openai_compat import OpenAICompatProvider
 from shared.config.tenants import Tenant
 
-EMBEDDING_PROVIDERS = ("openai", "ollama", "local")
-EMBEDDING_BLOCK_KEYS = {"provider", "base_url", "api_key"}
 OLLAMA_MODELS = ("nomic-embed-text", "all-minilm", "mxbai-embed-large", "snowflake-arctic-embed", "bge-m3")
 LOCAL_MODELS = ("local-hash",)
 _WORD = re.compile(r"[^\W_]+")
@@ -88,8 +87,6 @@ class OpenAICompatEmbedder:
 
     def __init__(self, *, provider: str, model: str, dim: int, api_key: str, base_url: str | None = None,
                  timeout: float = 30.0):
-        from shared.llm.openai_compat import OpenAICompatProvider  # imports the openai SDK: only when used
-
         self.name = model
         self.dim = dim
         self.provider = provider
@@ -120,24 +117,6 @@ def _check_text(text: Any) -> str:
     return text
 
 
-def _embedding_block(tenant: Tenant) -> Mapping[str, Any]:
-    block = (tenant.raw or {}).get("embedding") or {}
-    where = f"tenant {tenant.tenant_id}"
-    if not isinstance(block, dict):
-        raise ConfigError(f"{where}: embedding must be a mapping with provider, base_url, api_key")
-    reject_unknown_keys(block, EMBEDDING_BLOCK_KEYS, where, prefix="embedding.")
-    for key in EMBEDDING_BLOCK_KEYS:
-        if block.get(key) is not None and not isinstance(block[key], str):
-            raise ConfigError(f"{where}: embedding.{key} must be a string")
-    provider = (block.get("provider") or "").strip().lower()
-    if provider and provider not in EMBEDDING_PROVIDERS:
-        raise ConfigError(f"{where}: embedding.provider must be one of {', '.join(EMBEDDING_PROVIDERS)}")
-    base_url = (block.get("base_url") or "").strip()
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: embedding.base_url must start with http:// or https://")
-    return {"provider": provider, "base_url": base_url or None, "api_key": (block.get("api_key") or "").strip()}
-
-
 def _default_provider(tenant: Tenant) -> str:
     """By model name first (local-*, text-embedding-*, Ollama's models), then by the tenant's LLM provider."""
     model = tenant.embedding_model
@@ -156,10 +135,10 @@ def embedder_for(tenant: Tenant, env: Mapping[str, str] | None = None) -> Embedd
     OpenAI keys, in order: `embedding.api_key`, the tenant's LLM key when its LLM provider is openai, then the
     environment's EMBEDDING_API_KEY. DeepSeek has no embeddings API, so a DeepSeek tenant needs one of those.
     """
-    env = os.environ if env is None else env
+    env = environment() if env is None else env
     where = f"tenant {tenant.tenant_id}"
-    block = _embedding_block(tenant)
-    provider = block["provider"] or _default_provider(tenant)
+    block = tenant.embedding  # parsed with the tenants file (shared.config.tenant_schema)
+    provider = block.provider or _default_provider(tenant)
     model, dim = tenant.embedding_model, tenant.embedding_dim
 
     if provider == "local":
@@ -168,18 +147,18 @@ def embedder_for(tenant: Tenant, env: Mapping[str, str] | None = None) -> Embedd
         raise ConfigError(f"{where}: embedding_model {model!r} is not an offline model (offline: "
                           f"{', '.join(LOCAL_MODELS)})")
     if provider == "ollama":
-        base_url = block["base_url"] or (tenant.llm.base_url if tenant.llm.provider == "ollama" else None)
-        return OpenAICompatEmbedder(provider="ollama", model=model, dim=dim, api_key=block["api_key"] or "ollama",
+        base_url = block.base_url or (tenant.llm.base_url if tenant.llm.provider == "ollama" else None)
+        return OpenAICompatEmbedder(provider="ollama", model=model, dim=dim, api_key=block.api_key or "ollama",
                                     base_url=base_url)
     # openai
-    api_key = block["api_key"]
+    api_key = block.api_key
     if not api_key and tenant.llm.provider == "openai":
         api_key = tenant.llm.api_key
     if not api_key:
-        api_key = (env.get("EMBEDDING_API_KEY") or "").strip()
+        api_key = embedding_api_key(env)
     if not api_key:
         why = " (DeepSeek has no embeddings API)" if tenant.llm.provider == "deepseek" else ""
         raise ConfigError(f"{where}: embedding_model {model!r} needs an OpenAI API key{why}: set embedding.api_key "
                           f"or EMBEDDING_API_KEY, or use embedding_model local-hash")
-    base_url = block["base_url"] or (tenant.llm.base_url if tenant.llm.provider == "openai" else None)
+    base_url = block.base_url or (tenant.llm.base_url if tenant.llm.provider == "openai" else None)
     return OpenAICompatEmbedder(provider="openai", model=model, dim=dim, api_key=api_key, base_url=base_url)

@@ -1,6 +1,7 @@
 """Publishing that outlives a broker outage: what Redis refuses is kept in memory and retried in the background.
 
-Why: work is committed to Postgres first (outbox rows, stored messages) and published to Redis after the commit.
+Why: work is committed to Postgres first (outbox rows, stored messages) and published to Redis after the commit
+(a unit of work's flush, shared/db/unit_of_work.py; the workers' `publish` in workers/base.py feeds this class).
 When Redis is away at that moment, raising helps nobody (the commit stands, a task retry would need Redis too) and
 the recovery sweep only looks after a while. So each process keeps the refused publishes and retries them with
 capped exponential backoff; they go out within `max_delay` seconds of Redis coming back.

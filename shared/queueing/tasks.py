@@ -5,10 +5,14 @@ One queue per kind of work so each pool scales on its own.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
 from celery import Celery
 
-from shared.queueing.redis_conn import broker_url
-from shared.config.settings import Settings
+from shared.config.settings import Settings, current_settings
+from shared.queueing.celery_config import LazyCeleryConfig, celery_config
 
 QUEUE_INBOUND = "inbound"      # LLM turns: slow, many in flight (thread pool)
 QUEUE_OUTBOUND = "outbound"    # Infobip sends
@@ -38,16 +42,52 @@ TASK_QUEUES = {
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def make_celery(settings: Settings, name: str = "wabot") -> Celery:
+class PublishInTransaction(RuntimeError):
+    """A task was about to be published while a transaction that may still roll back was open."""
+
+
+_open = threading.local()  # how many unit-of-work transactions (shared/db/unit_of_work.py) this thread has open
+
+
+@contextmanager
+def publishing_refused() -> Iterator[None]:
+    """Marks a transaction open on this thread for as long as the block runs: `enqueue` refuses meanwhile."""
+    _open.depth = getattr(_open, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _open.depth -= 1
+
+
+def refuse_inside_transaction(task_name: str) -> None:
+    """Raise when a unit-of-work transaction is open on this thread: its work is not committed yet."""
+    if getattr(_open, "depth", 0):
+        raise PublishInTransaction(f"task {task_name!r} published inside an open transaction; "
+                                   "register it with publish_after_commit instead")
+
+
+def make_celery(settings: Settings | None, name: str = "wabot") -> Celery:
+    """A Celery app configured from `settings`; with None, from this process's settings when Celery first reads its
+    configuration (the workers' app is made at import, which must need no environment)."""
     app = Celery(name)
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = broker_url(settings.redis_url)
+    app.config_from_object(LazyCeleryConfig(current_settings) if settings is None else celery_config(settings))
     return app
 
 
 def enqueue(app: Celery, task_name: str, payload: dict, countdown: float | None = None,
             task_id: str | None = None) -> None:
     """Publish one task to its queue. Returns once Redis holds it; raises kombu's OperationalError otherwise.
-    `task_id` names the task (an accepted webhook's record, shared/queueing/accepted.py); Celery makes one otherwise."""
+    `task_id` names the task (an accepted webhook's record, shared/queueing/accepted.py); Celery makes one otherwise.
+    Refuses (PublishInTransaction) while a unit-of-work transaction is open on this thread (shared/db/unit_of_work.py).
+    """
+    refuse_inside_transaction(task_name)
     app.send_task(task_name, kwargs={"payload": payload}, queue=TASK_QUEUES[task_name], countdown=countdown,
                   task_id=task_id, retry=True, retry_policy=PUBLISH_RETRY)
+
+
+def send_payload(tenant_id: str, outbound_id: int, request_id: str | None, message_id: str | None = None) -> dict:
+    """The payload of the send task of one outbox row."""
+    payload = {"tenant_id": tenant_id, "outbound_id": int(outbound_id), "request_id": request_id}
+    if message_id:
+        payload["message_id"] = message_id
+    return payload

@@ -251,25 +251,8 @@ def _number(doc: Mapping[str, Any], key: str, where: str, default: float, lo: fl
     return value
 
 
-def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
-    """Validate one entry of `http_tools`; errors name the tenant, the tool and the field, never a header value."""
-    if not isinstance(doc, dict):
-        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}] must be a mapping")
-    name = doc.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}].name must be 1-64 letters, digits, '_' or '-'")
-    where = f"tenant {tenant_id} http tool {name}"
-    reject_unknown_keys(doc, KEYS, where)
-
-    description = doc.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise ConfigError(f"{where}: description must be a non-empty string (the model chooses tools by it)")
-    method = doc.get("method", "GET")
-    if not isinstance(method, str) or method.upper() not in METHODS:
-        raise ConfigError(f"{where}: method must be one of {', '.join(METHODS)}")
-    method = method.upper()
-
-    url = doc.get("url")
+def _check_url(url: Any, where: str) -> str:
+    """The tool's URL template: http(s), placeholders only in the path and query, no host confusion."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{where}: url must be a string")
     url = url.strip()
@@ -290,7 +273,12 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
         raise ConfigError(f"{where}: url may not have '.' or '..' path segments")
     if "{" in PLACEHOLDER.sub("", url) or "}" in PLACEHOLDER.sub("", url):
         raise ConfigError(f"{where}: url has a malformed placeholder (use {{name}} with letters, digits, '_')")
+    return url
 
+
+def _check_parameters(doc: dict, url: str, method: str, where: str) -> dict:
+    """The JSON Schema the model fills: closed (no extra properties), every url placeholder required, nothing
+    that could repeat a query key of the url or the server-bound {user_phone}."""
     parameters = doc.get("parameters", {"type": "object", "properties": {}})
     problem = object_schema_problem(parameters)
     if problem:
@@ -316,25 +304,48 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
             raise ConfigError(f"{where}: url placeholder {{{placeholder}}} is not in parameters.properties")
         if placeholder not in required:
             raise ConfigError(f"{where}: url placeholder {{{placeholder}}} must be listed in parameters.required")
+    return parameters
 
-    headers = doc.get("headers") or {}
+
+def _check_headers(headers: Any, where: str) -> dict[str, str]:
+    """Header names as HTTP allows them, single-line values (errors never quote a value: they hold secrets)."""
     if not isinstance(headers, dict):
         raise ConfigError(f"{where}: headers must be a mapping of header name to value")
-    clean_headers: dict[str, str] = {}
+    clean: dict[str, str] = {}
     for key, value in headers.items():
         if not isinstance(key, str) or not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", key):
             raise ConfigError(f"{where}: headers has an invalid header name")
         if isinstance(value, bool) or not isinstance(value, (str, int)) or "\n" in str(value) or "\r" in str(value):
             raise ConfigError(f"{where}: headers.{key} must be a single-line string")
-        clean_headers[key] = str(value)
+        clean[key] = str(value)
+    return clean
 
+
+def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpTool:
+    """Validate one entry of `http_tools`; errors name the tenant, the tool and the field, never a header value."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}] must be a mapping")
+    name = doc.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"tenant {tenant_id}: http_tools[{index}].name must be 1-64 letters, digits, '_' or '-'")
+    where = f"tenant {tenant_id} http tool {name}"
+    reject_unknown_keys(doc, KEYS, where)
+    description = doc.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise ConfigError(f"{where}: description must be a non-empty string (the model chooses tools by it)")
+    method = doc.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ConfigError(f"{where}: method must be one of {', '.join(METHODS)}")
+    method = method.upper()
+    url = _check_url(doc.get("url"), where)
+    parameters = _check_parameters(doc, url, method, where)
+    headers = _check_headers(doc.get("headers") or {}, where)
     allow_private = doc.get("allow_private_network", False)
     if not isinstance(allow_private, bool):
         raise ConfigError(f"{where}: allow_private_network must be true or false")
-
     return HttpTool(HttpToolSpec(
         name=name, description=description.strip(), method=method, url=url, parameters=parameters,
-        headers=clean_headers,
+        headers=headers,
         timeout_seconds=float(_number(doc, "timeout_seconds", where, 10, 0.01, 60)),
         allow_private_network=allow_private,
         max_response_bytes=_number(doc, "max_response_bytes", where, 65536, 1, 10 * 1024 * 1024, whole=True),

@@ -10,32 +10,23 @@ broker, not in a sleeping worker thread, which is why no blocking retry library 
 """
 from __future__ import annotations
 
-import os
 import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Mapping
 
-from shared.errors import ConfigError
+from shared.config.settings import DEFAULT_INFOBIP_RETRY_BASE, environment, infobip_retry_base
 
 MAX_ATTEMPTS = 14                # posts of one outbox row, the first included (13 waits: see min_retry_span)
-DEFAULT_BASE_SECONDS = 2.0
+DEFAULT_BASE_SECONDS = DEFAULT_INFOBIP_RETRY_BASE
 MAX_DELAY_SECONDS = 300.0        # cap of one wait of the exponential backoff
 MAX_RETRY_AFTER_SECONDS = 3600.0  # a Retry-After beyond this is treated as this (the task must not vanish for days)
 
 
 def retry_base_seconds(env: Mapping[str, str] | None = None) -> float:
-    """INFOBIP_RETRY_BASE_SECONDS: the first backoff step (default 2 s; the tests make it short)."""
-    raw = (os.environ if env is None else env).get("INFOBIP_RETRY_BASE_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_BASE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError("INFOBIP_RETRY_BASE_SECONDS must be a number of seconds") from None
-    if not 0 < value <= 600:
-        raise ConfigError("INFOBIP_RETRY_BASE_SECONDS must be greater than 0 and at most 600")
-    return value
+    """INFOBIP_RETRY_BASE_SECONDS: the first backoff step (default 2 s; the tests make it short), parsed as in the
+    process settings (`Settings.infobip_retry_base_seconds`), from the process environment unless `env` is given."""
+    return infobip_retry_base(environment() if env is None else env)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

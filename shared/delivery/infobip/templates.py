@@ -1,4 +1,4 @@
-"""A tenant's approved WhatsApp templates (tenants.yaml `templates:`), validated at start-up.
+"""A tenant's approved WhatsApp templates (tenants.yaml `templates:`), parsed once into `Tenant.templates`.
 
 Outside the 24-hour window WhatsApp delivers only approved templates, so a reply or reminder due then is sent as
 the tenant's `reengage` template, its placeholders filled from `{text}`, `{name}` and `{business_name}`:
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from shared.errors import ConfigError, reject_unknown_keys
 
@@ -73,14 +73,9 @@ def _check_fields(text: str, where: str) -> None:
             raise ConfigError(f"{where} uses {{{field}}}; only {allowed} may be used")
 
 
-def tenant_templates(tenant: Any) -> dict[str, Template]:
-    """The templates of a tenant, parsed from `tenant.raw` (validated at start-up, so this does not fail then)."""
-    raw: Mapping[str, Any] = getattr(tenant, "raw", None) or {}
-    return parse_templates(raw.get("templates"), f"tenant {tenant.tenant_id}")
-
-
 def reengage_template(tenant: Any) -> Template | None:
-    return tenant_templates(tenant).get(REENGAGE)
+    """The tenant's `reengage` template (parsed once, with the tenants file), or None."""
+    return tenant.templates.get(REENGAGE)
 
 
 def shorten(text: str, limit: int = PLACEHOLDER_LIMIT) -> str:

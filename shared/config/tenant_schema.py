@@ -1,0 +1,179 @@
+"""The `config:` and `embedding:` blocks of a tenant as declarative marshmallow schemas.
+
+Each setting is declared once, with its type, range and default; every wrong key of a block is reported in one
+pass (marshmallow collects them), each as an `Issue` with the field path, so `wabot check` can show them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from limits import parse as parse_rate_limit
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from shared.errors import ConfigError
+
+Path = tuple[str | int, ...]
+
+
+class FieldError(ConfigError):
+    """A ConfigError at a known place of a tenant's document (`path` from the tenant entry), for the YAML line."""
+
+    def __init__(self, message: str, path: Path = ()):
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: Path               # from the document root, e.g. ("tenants", 0, "config", "timezone")
+    message: str             # names the tenant and the field, never a secret value
+    line: int | None = None  # 1-based line in the tenants file, when read from one
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+_KIND_ERRORS = {"bool": "must be true or false (unquoted)", "name": "must be a string",
+                "text": "must be a non-empty string", "str": "must be a string"}
+
+
+class TenantFileError(ConfigError):
+    """Every mistake of a tenants file, one per line of the message, so one run shows them all."""
+
+    def __init__(self, issues: list[Issue]):
+        super().__init__("\n".join(str(i) for i in issues))
+        self.issues = issues
+
+
+class Strict(fields.Field):
+    """A YAML scalar of one exact type (no "true" for true, no "1500" for 1500), optionally in a range.
+
+    A key with no value (`key:`) means the default, except for true/false settings, where it is a mistake."""
+
+    def __init__(self, kind: str, lo: int | None = None, hi: int | None = None, **kwargs: Any):
+        message = _KIND_ERRORS.get(kind, f"must be a whole number between {lo} and {hi}")
+        super().__init__(error_messages={"null": message}, **kwargs)
+        self.kind, self.lo, self.hi, self.message = kind, lo, hi, message
+        self.none_means_default = kind != "bool"
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        kind = self.kind
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
+        elif kind == "name":  # a display name or zone: numbers read as text
+            ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+            value = str(value).strip() or None if ok else value
+        else:
+            ok = isinstance(value, str) and (kind == "str" or bool(value.strip()))
+            value = value.strip() if ok else value
+        if not ok:
+            raise ValidationError(self.message)
+        return value
+
+
+def _zone(value: str | None) -> None:
+    try:
+        ZoneInfo(value or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not a known IANA time zone") from None
+
+
+def _rate(value: str) -> None:
+    try:
+        parse_rate_limit(value)
+    except ValueError:
+        raise ValidationError("must look like '20/minute'") from None
+
+
+def _reply() -> Strict:
+    """An optional reply text (None: the built-in one)."""
+    return Strict("text", load_default=None)
+
+
+class ConfigSchema(Schema):
+    """`config:`. Defaults here are the only ones; readers use the typed `TenantConfig` fields."""
+
+    class Meta:
+        unknown = EXCLUDE  # unknown keys are reported by `config_issues`, with the list of known ones
+
+    business_name = Strict("name", load_default=None)      # None: the tenant id
+    timezone = Strict("name", load_default="UTC", validate=_zone)
+    rag_enabled = Strict("bool", load_default=True)
+    max_context_tokens = Strict("int", 200, 1_000_000, load_default=3000)  # prompt budget per LLM call
+    daily_token_budget = Strict("int", 1, 10**12, load_default=None)  # None: unlimited
+    max_tool_steps = Strict("int", 1, 20, load_default=6)                  # LLM calls per turn
+    debounce_ms = Strict("int", 0, 60_000, load_default=1500)              # burst window answered as one turn
+    embedding_dim = Strict("int", 1, 16000, load_default=None)  # None: known from the model
+    rate_limit_user = Strict("text", load_default="30/minute", validate=_rate)
+    rate_limit_tenant = Strict("text", load_default="1200/minute", validate=_rate)
+    mark_read = Strict("bool", load_default=True)
+    typing_indicator = Strict("bool", load_default=True)
+    tool_gating = Strict("bool", load_default=True)
+    unreadable_message_reply = _reply()
+    budget_exhausted_reply = _reply()
+    rate_limit_notice = _reply()
+    failure_reply = _reply()
+
+
+CONFIG_KEYS = frozenset(ConfigSchema().fields)
+EMBEDDING_PROVIDERS = ("openai", "ollama", "local")
+
+
+def _http_url(value: str) -> None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValidationError("must start with http:// or https://")
+
+
+def _provider(value: str) -> None:
+    if value.lower() not in ("",) + EMBEDDING_PROVIDERS:
+        raise ValidationError(f"must be one of {', '.join(EMBEDDING_PROVIDERS)}")
+
+
+class EmbeddingSchema(Schema):
+    """`embedding:` (optional): where the tenant's embedding model is served, read by shared.memory.embedders."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    provider = Strict("str", load_default="", validate=_provider)  # "": from the model and the LLM provider
+    base_url = Strict("str", load_default="", validate=_http_url)
+    api_key = Strict("str", load_default="")
+
+
+@dataclass(frozen=True)
+class EmbeddingEndpoint:
+    provider: str = ""             # "": chosen from the model name and the tenant's LLM provider
+    base_url: str | None = None
+    api_key: str = ""
+
+    def __repr__(self) -> str:  # the key is a secret: never print it
+        return f"EmbeddingEndpoint(provider={self.provider!r}, base_url={self.base_url!r})"
+
+
+def load_block(schema: Schema, block: Any, name: str, where: str) -> tuple[dict[str, Any], list[FieldError]]:
+    """`block` (None: all defaults) loaded by `schema`: its values and one FieldError per wrong or unknown key."""
+    block = {} if block is None else block
+    if not isinstance(block, Mapping):
+        return {}, [FieldError(f"{where}: {name} must be a mapping", (name,))]
+    known = schema.fields
+    errors = [FieldError(f"{where}: unknown {name} key(s) {key}: {name}.{key} is not one of "
+                         f"{', '.join(sorted(known))}", (name, key))
+              for key in sorted(str(k) for k in set(block) - set(known))]
+    data = {k: v for k, v in block.items()
+            if k in known and not (v is None and getattr(known[k], "none_means_default", False))}
+    try:
+        return schema.load(data), errors
+    except ValidationError as exc:
+        for key, messages in sorted(exc.normalized_messages().items()):
+            text = "; ".join(messages) if isinstance(messages, list) else str(messages)
+            errors.append(FieldError(f"{where}: {name}.{key} {text}", (name, key)))
+        return {}, errors
+
+
+def embedding_endpoint(values: Mapping[str, Any]) -> EmbeddingEndpoint:
+    return EmbeddingEndpoint(provider=values["provider"].lower(), base_url=values["base_url"] or None,
+                             api_key=values["api_key"])
