@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY ingress ./ingress
 COPY workers ./workers
+COPY devtools ./devtools
 COPY migrations ./migrations
 RUN pip install . && useradd --create-home wabot
 USER wabot
