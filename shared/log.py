@@ -9,8 +9,6 @@ import contextvars
 import logging
 import sys
 import uuid
-from contextlib import contextmanager
-from typing import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -31,19 +29,6 @@ def bind(**fields: object) -> None:
 
 def clear() -> None:
     _context.set({})
-
-
-def current() -> dict:
-    return dict(_context.get())
-
-
-@contextmanager
-def bound(**fields: object) -> Iterator[None]:
-    token = _context.set({**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -4,7 +4,11 @@ the product's path, no function too long to read. Dev tooling (`devtools/`) impo
 from __future__ import annotations
 
 import ast
+import socket
 from pathlib import Path
+
+import pytest
+from pytest_socket import SocketConnectBlockedError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("shared", "ingress", "workers")
@@ -117,3 +121,12 @@ def test_the_domain_imports_neither_the_ingress_nor_the_workers_nor_the_dev_tool
     leaks = {name: sorted(d for d in deps if d.split(".")[0] in ("ingress", "workers", "devtools"))
              for name, deps in graph.items() if name.startswith("shared")}
     assert {k: v for k, v in leaks.items() if v} == {}
+
+
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+def test_tests_reach_no_host_beyond_this_machine():
+    """pytest-socket (pyproject addopts) refuses, before any packet, a connection to an address not on loopback;
+    0.0.0.1 is never routable, so even without the guard nothing would leave the machine."""
+
+    with socket.socket() as s, pytest.raises(SocketConnectBlockedError):
+        s.connect(("0.0.0.1", 9))

@@ -159,11 +159,3 @@ class ProviderCache:
                   extra={"tenant_id": tenant.tenant_id, "error": error, "llm_source": kept.source,
                          "llm_provider": kept.provider, "llm_model": kept.model_chat})
         return entry.provider
-
-    def invalidate(self, tenant_id: str | None = None) -> None:
-        """Forget one tenant's provider (or all): the next get() re-reads the table."""
-        with self._lock:
-            if tenant_id is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(tenant_id, None)

@@ -56,12 +56,3 @@ class LLMProvider(Protocol):
              temperature: float | None = None) -> ChatResult: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
-
-
-class Transcriber(Protocol):
-    """A provider that can also turn speech into text (voice notes). Check `supports_transcription` first:
-    providers without an audio API say False (or lack the attribute) rather than fail on every voice note."""
-
-    supports_transcription: bool
-
-    def transcribe(self, audio: bytes, filename: str, content_type: str) -> str: ...

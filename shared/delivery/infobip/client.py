@@ -90,11 +90,6 @@ class InfobipClient:
         return SendResult(False, resp.status_code, data, parse_error(resp.status_code, data),
                           parse_retry_after(resp.headers.get("Retry-After")))
 
-    def send_text(self, *, sender: str, to: str, text: str, message_id: str,
-                  reply_to: str | None = None) -> SendResult:
-        return self._post(TEXT_PATH, text_body(sender=sender, to=to, text=text, message_id=message_id,
-                                               reply_to=reply_to))
-
     def send(self, path: str, body: dict) -> SendResult:
         """Send a prepared request body (stored in the outbox) to one of the /whatsapp/1 endpoints."""
         return self._post(path, body)

@@ -17,7 +17,7 @@ from typing import Mapping
 
 from shared.config.settings import DEFAULT_INFOBIP_RETRY_BASE, environment, infobip_retry_base
 
-MAX_ATTEMPTS = 14                # posts of one outbox row, the first included (13 waits: see min_retry_span)
+MAX_ATTEMPTS = 14                # posts of one outbox row, the first included (13 waits of at least half their ceiling: 1005 s for base 2 s)
 DEFAULT_BASE_SECONDS = DEFAULT_INFOBIP_RETRY_BASE
 MAX_DELAY_SECONDS = 300.0        # cap of one wait of the exponential backoff
 MAX_RETRY_AFTER_SECONDS = 3600.0  # a Retry-After beyond this is treated as this (the task must not vanish for days)
@@ -67,8 +67,3 @@ def retry_delay(attempt: int, retry_after: float | None, base: float, cap: float
     if retry_after is not None:
         return max(retry_after, ceiling / 2)
     return random.uniform(ceiling / 2, ceiling)
-
-
-def min_retry_span(base: float, max_attempts: int = MAX_ATTEMPTS, cap: float = MAX_DELAY_SECONDS) -> float:
-    """The shortest time between the first and the last post of a send that keeps failing (1005 s for base 2 s)."""
-    return sum(backoff_ceiling(attempt, base, cap) / 2 for attempt in range(1, max_attempts))
