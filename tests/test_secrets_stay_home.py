@@ -19,6 +19,7 @@ import requests
 from psycopg.rows import dict_row
 from werkzeug.wrappers import Request, Response
 
+import factories
 from conftest import fresh_dsn
 from fake_http_api import FakeHttpApi
 from helpers import AUTH, GAMMA_LLM_KEY, INFOBIP_KEY, NUMBERS, WEBHOOK_TOKEN, inbound, new_user, wait_for
@@ -31,7 +32,7 @@ from devtools.localserver import LocalServer
 from shared.config.settings import load_settings
 from shared.config.tenants import parse_tenants
 from shared.tools.base import ToolContext, ToolError
-from shared.tools.http import parse_http_tools
+from shared.config.http_tools import parse_http_tool_specs
 from shared.tools.registry import build_registry
 
 MEDIA_PATH = "/whatsapp/1/senders/447000000000/media/"
@@ -198,7 +199,7 @@ def redirector():
 @pytest.fixture
 def ctx(tenants):
     with psycopg.connect(tenants.require("alpha").db_dsn, row_factory=dict_row) as conn:
-        user_id = conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id", (new_user(),)).fetchone()["id"]
+        user_id = factories.user(conn)["id"]
         yield ToolContext(tenant=tenants.require("alpha"), conn=conn, user_id=user_id, user_phone="447700900123",
                           memory=None, clock=lambda: None)
         conn.rollback()
@@ -213,8 +214,8 @@ def tool_doc(url: str, **over) -> dict:
 
 
 def http_registry(tenants, *docs):
-    return build_registry(dataclasses.replace(tenants.require("alpha"),
-                                              raw={**tenants.require("alpha").raw, "http_tools": list(docs)}))
+    alpha = tenants.require("alpha")
+    return build_registry(dataclasses.replace(alpha, http_tools=parse_http_tool_specs(list(docs), "alpha")))
 
 
 def call(registry, ctx, name: str, args: dict) -> tuple[bool, dict]:
@@ -255,7 +256,7 @@ def test_a_confusing_tool_url_is_a_config_error_naming_the_tool_and_the_rule(ten
     doc = tool_doc(url.format(evil=evil.port, api=api.port),
                    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
     with pytest.raises(ConfigError, match=f"tenant alpha http tool get_weather: {rule}") as err:
-        parse_http_tools(dataclasses.replace(tenants.require("alpha"), raw={"http_tools": [doc]}))
+        parse_http_tool_specs([doc], "alpha")
     assert TOOL_SECRET not in str(err.value)
 
 
@@ -284,13 +285,12 @@ def test_the_model_cannot_override_user_phone_in_the_query_string(tenants, ctx, 
 
 
 def test_a_parameter_that_would_repeat_a_query_key_is_a_config_error(tenants, api):
-    alpha = tenants.require("alpha")
     shadow = bound_tool(api, parameters={"type": "object", "properties": {"city": {"type": "string"}}})
     with pytest.raises(ConfigError, match="parameters.properties.city would repeat the url's query key city"):
-        parse_http_tools(dataclasses.replace(alpha, raw={"http_tools": [shadow]}))
+        parse_http_tool_specs([shadow], "alpha")
     open_schema = bound_tool(api, parameters={"type": "object", "properties": {}, "additionalProperties": True})
     with pytest.raises(ConfigError, match="additionalProperties must be false"):
-        parse_http_tools(dataclasses.replace(alpha, raw={"http_tools": [open_schema]}))
+        parse_http_tool_specs([open_schema], "alpha")
 
 
 # ---------------------------------------------------------------- (c) api_key_envs of llm_providers rows
@@ -308,16 +308,12 @@ def own_tenant(pg_url, fake_openai):
     return tenant, env
 
 
-def insert_row(conn, name: str, base_url: str, envs: list[str]) -> None:
-    """What anyone with write access to the tenant database can do (the CLI would refuse these names)."""
-    conn.execute("INSERT INTO llm_providers (name, provider, base_url, api_key_envs, is_active) "
-                 "VALUES (%s, 'openai', %s, %s, true)", (name, base_url, envs))
-
-
 def test_a_provider_row_cannot_borrow_the_bots_own_secrets(own_tenant, evil, caplog):
     tenant, env = own_tenant
     with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
-        insert_row(conn, "exfil", evil.base_url + "/v1", ["INFOBIP_API_KEY", "WEBHOOK_VERIFY_TOKEN"])
+        # what anyone with write access to the tenant database can do (the CLI would refuse these names)
+        factories.llm_provider(conn, name="exfil", base_url=evil.base_url + "/v1",
+                               api_key_envs=["INFOBIP_API_KEY", "WEBHOOK_VERIFY_TOKEN"])
         with pytest.raises(ConfigError) as err:
             resolve_llm(tenant, conn, env)
         message = str(err.value)
@@ -337,7 +333,7 @@ def test_a_provider_row_cannot_borrow_the_bots_own_secrets(own_tenant, evil, cap
 def test_only_allowlisted_variables_may_hold_llm_keys(own_tenant, evil):
     tenant, env = own_tenant
     with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
-        insert_row(conn, "custom", evil.base_url + "/v1", ["MY_OPENAI_KEY"])
+        factories.llm_provider(conn, name="custom", base_url=evil.base_url + "/v1", api_key_envs=["MY_OPENAI_KEY"])
         env = {**env, "MY_OPENAI_KEY": "sk-test-custom-0123456789"}
         with pytest.raises(ConfigError, match="variable MY_OPENAI_KEY is not allowed in api_key_envs"):
             resolve_llm(tenant, conn, env)

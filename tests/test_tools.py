@@ -14,9 +14,10 @@ from jsonschema import Draft202012Validator
 from psycopg.rows import dict_row
 
 from fake_http_api import FakeHttpApi
-from helpers import new_user
+import factories
 from shared.errors import ConfigError
 from shared.tools.base import Tool, ToolContext, ToolError
+from shared.config.http_tools import parse_http_tool_specs
 from shared.tools.http import parse_http_tools
 from shared.tools.registry import ToolRegistry, build_registry
 
@@ -48,13 +49,9 @@ def conn(tenants):
         c.rollback()
 
 
-def add_user(conn) -> int:
-    return conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id", (new_user(),)).fetchone()["id"]
-
-
 @pytest.fixture
 def ctx(tenants, conn) -> ToolContext:
-    return ToolContext(tenant=tenants.require("alpha"), conn=conn, user_id=add_user(conn), user_phone="",
+    return ToolContext(tenant=tenants.require("alpha"), conn=conn, user_id=factories.user(conn)["id"], user_phone="",
                        memory=None, clock=lambda: NOW)
 
 
@@ -68,7 +65,7 @@ def weather_tool(api_url: str, **over) -> dict:
 
 
 def with_http_tools(tenant, *docs):
-    return dataclasses.replace(tenant, raw={**tenant.raw, "http_tools": list(docs)})
+    return dataclasses.replace(tenant, http_tools=parse_http_tool_specs(list(docs), tenant.tenant_id))
 
 
 def call(registry: ToolRegistry, ctx: ToolContext, name: str, args) -> tuple[bool, dict]:
@@ -135,7 +132,7 @@ def test_unknown_tool_is_an_error_naming_the_available_ones(registry, ctx):
 
 
 def test_cancel_only_reaches_the_users_own_pending_reminder(registry, ctx, conn):
-    other = dataclasses.replace(ctx, user_id=add_user(conn))
+    other = dataclasses.replace(ctx, user_id=factories.user(conn)["id"])
     _, theirs = call(registry, other, "set_reminder", {"text": "theirs", "due_at": "2026-07-03T09:00"})
     _, mine = call(registry, ctx, "set_reminder", {"text": "mine", "due_at": "2026-07-03T09:00"})
 
@@ -164,8 +161,7 @@ class _Boom(Tool):
         self.failure = failure
 
     def invoke(self, ctx, args):
-        ctx.conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'half-done', now())",
-                         (ctx.user_id,))
+        factories.reminder(ctx.conn, ctx.user_id, text="half-done")
         if self.failure is not None:
             raise self.failure
         ctx.conn.execute("SELECT 1 / 0")
@@ -332,17 +328,14 @@ def test_an_error_status_is_reported_with_its_code(tenants, ctx, api):
     ({"headers": {"X-Api-Key": SECRET + "\nX-Evil: 1"}}, "http tool get_weather: headers.X-Api-Key"),
 ])
 def test_config_errors_name_tenant_tool_and_field(tenants, over, message):
-    tenant = with_http_tools(tenants.require("alpha"), weather_tool("https://api.example", **over))
     with pytest.raises(ConfigError, match=f"tenant alpha.*{message}") as caught:
-        parse_http_tools(tenant)
+        with_http_tools(tenants.require("alpha"), weather_tool("https://api.example", **over))
     assert SECRET not in str(caught.value)
 
 
 def test_duplicate_and_builtin_names_are_config_errors(tenants):
-    twice = with_http_tools(tenants.require("alpha"), weather_tool("https://a.example"),
-                            weather_tool("https://b.example"))
     with pytest.raises(ConfigError, match="tenant alpha http tool get_weather: name is used twice"):
-        build_registry(twice)
+        with_http_tools(tenants.require("alpha"), weather_tool("https://a.example"), weather_tool("https://b.example"))
     clash = with_http_tools(tenants.require("alpha"), weather_tool("https://a.example", name="set_reminder"))
     with pytest.raises(ConfigError, match="tenant alpha http tool set_reminder: name is already used"):
         build_registry(clash)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from shared.config.http_tools import HttpToolSpec, parse_http_tool_specs
 from shared.errors import ConfigError
 from shared.delivery.infobip.templates import Template, parse_templates
 from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, EmbeddingEndpoint, EmbeddingSchema, FieldError,
@@ -89,7 +90,7 @@ class Tenant:
     webhook_token: str | None = field(default=None, repr=False)
     templates: Mapping[str, Template] = field(default_factory=dict)
     embedding: EmbeddingEndpoint = field(default_factory=EmbeddingEndpoint)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # `http_tools`, for tools.http
+    http_tools: tuple[HttpToolSpec, ...] = field(default=(), repr=False)  # headers hold secrets
 
 
 class TenantRegistry:
@@ -310,12 +311,13 @@ def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Ma
     templates = out.run(("templates",), parse_templates, doc.get("templates"), where)
     embedding = _embedding(doc.get("embedding"), where, out)
     webhook_token = out.run((), _str, doc, "webhook_token", where)
+    http_tools = out.run(("http_tools",), parse_http_tool_specs, doc.get("http_tools"), tid)
     if len(out.found) > before:
         return None
     return Tenant(tenant_id=tid, waba_number=number, db_dsn=dsn, embedding_model=model, embedding_dim=dim,
                   vector_store=choices[0], enabled_agents=choices[1], config=config, llm=llm,
                   infobip_base_url=infobip[0], infobip_api_key=infobip[1], webhook_token=webhook_token,
-                  templates=templates, embedding=embedding, raw=doc)
+                  templates=templates, embedding=embedding, http_tools=http_tools)
 
 
 def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None,
