@@ -42,7 +42,8 @@ from psycopg.conninfo import make_conninfo  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
 from benchdb import bench_server
-from shared.db import repo  # noqa: E402
+from shared.db import messages, users  # noqa: E402
+from shared.db.usage import record_usage  # noqa: E402
 from shared.db.migrate import migrate_tenant  # noqa: E402
 from shared.conversation.engine import respond  # noqa: E402
 from shared.llm.mock import MockProvider  # noqa: E402
@@ -185,25 +186,26 @@ def run_conversation(tenant: Tenant, dsn: str, turns: list[tuple[datetime, str]]
     stats: list[TurnStat] = []
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         with conn.transaction():
-            user_id = repo.upsert_user(conn, "15550001111", "Bench User", START)
+            user_id = users.upsert_user(conn, "15550001111", "Bench User", START)
         for i, (now, text) in enumerate(turns):
             request_id = f"req_bench_{i}"
             with conn.transaction():
-                row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=f"bench-{tenant.tenant_id}-{i}",
-                                          message_type="TEXT", body=text, payload={"type": "TEXT", "text": text},
-                                          received_at=now, request_id=request_id)
-                history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=row)
+                row = messages.insert_inbound(conn, user_id=user_id,
+                                              infobip_message_id=f"bench-{tenant.tenant_id}-{i}",
+                                              message_type="TEXT", body=text, payload={"type": "TEXT", "text": text},
+                                              received_at=now, request_id=request_id)
+                history = messages.recent_history(conn, user_id, HISTORY_ROWS, before_id=row)
                 answer = respond(tenant=tenant, conn=conn, llm=llm, registry=registry, memory=memory,
                                  user_id=user_id, phone="15550001111", text=text, history=history, now=now,
                                  clock=lambda now=now: now, request_id=request_id)
                 for call in answer.calls:
-                    repo.record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
-                                      model=call.model, prompt_tokens=call.prompt_tokens,
-                                      completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
-                                      tools_used=list(call.tools_used))
-                repo.insert_assistant_message(conn, user_id=user_id, body=answer.text, reply_to=row,
-                                              request_id=request_id)
-                repo.set_message_status(conn, row, "answered")
+                    record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider,
+                                 model=call.model, prompt_tokens=call.prompt_tokens,
+                                 completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
+                                 tools_used=list(call.tools_used))
+                messages.insert_assistant_message(conn, user_id=user_id, body=answer.text, reply_to=row,
+                                                  request_id=request_id)
+                messages.set_status(conn, row, "answered")
             stats.append(TurnStat(text, answer.intent.name, sum(c.prompt_tokens for c in answer.calls),
                                   len(answer.calls), len(answer.response.tools_offered), answer.history_used))
     return stats

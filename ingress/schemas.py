@@ -92,7 +92,7 @@ class ContactSchema(_Lenient):
 
 
 class StatusSchema(_Lenient):
-    groupName = _text()  # upper-cased by repo.apply_delivery_report
+    groupName = _text()  # upper-cased by shared.delivery.reports.apply_delivery_report
     name = _text()       # outbound_messages.status_name (text)
     groupId = _Code(allow_none=True)
     id = _Code(allow_none=True)

@@ -16,15 +16,15 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+import factories
 from helpers import AUTH, delivery_report, new_user, wait_for
-from shared.db import repo
+from shared.db import outbound
 from shared.db.pools import TenantPools
 from shared.errors import ConfigError
 from shared.delivery.infobip.client import InfobipClient, text_body
 from shared.delivery.infobip.errors import is_session_error
 from shared.delivery.infobip.retry import MAX_ATTEMPTS, parse_retry_after, retry_base_seconds, retry_delay
 from shared.delivery.infobip.split import split_text
-from shared.delivery.infobip.templates import parse_templates
 from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.delivery.outbox import client_for, new_message_id, queue_reply, send_outbound
 from shared.delivery.reports import receive_report
@@ -67,16 +67,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def add_user(conn, phone: str, last_inbound_at: datetime | None, name: str | None = "Ada") -> int:
-    return conn.execute("INSERT INTO users (phone, name, last_inbound_at) VALUES (%s, %s, %s) RETURNING id",
-                        (phone, name, last_inbound_at)).fetchone()["id"]
-
-
 def reply(db, tenants, tenant_id: str, text: str, *, hours_since_inbound: float = 1.0) -> tuple[str, list[int]]:
     """A new user who wrote `hours_since_inbound` ago, and the outbox rows of a reply to them (committed)."""
     phone = new_user()
     with db(tenant_id) as conn, conn.transaction():
-        uid = add_user(conn, phone, now() - timedelta(hours=hours_since_inbound))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(hours=hours_since_inbound))["id"]
         ids = queue_reply(Transaction(conn, tenants.require(tenant_id)), user_id=uid, phone=phone, text=text,
                           source_message=None, request_id="req_delivery_test", now=now(),
                           last_inbound_at=now() - timedelta(hours=hours_since_inbound))
@@ -127,7 +122,7 @@ def test_500_then_429_then_200_is_sent_once_with_one_message_id(worker, sandbox,
     sandbox.script({"status": 500, "to": phone}, {"status": 429, "headers": {"Retry-After": "1"}, "to": phone},
                    {"status": 200, "to": phone})
     with db("alpha") as conn, conn.transaction():
-        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=5))["id"]
         ids = queue_reply(Transaction(conn, tenants.require("alpha")), user_id=uid, phone=phone,
                           text="Your table is booked.", source_message=None, request_id=None, now=now(), last_inbound_at=now() - timedelta(minutes=5))
     publish_sends(celery, "alpha", ids, "req_retry")
@@ -146,7 +141,7 @@ def test_a_client_error_is_not_retried_and_recorded_failed(worker, sandbox, db, 
     phone = new_user()
     sandbox.script({"status": status, "to": phone, **({"body": body} if body else {})})
     with db("alpha") as conn, conn.transaction():
-        uid = add_user(conn, phone, now())
+        uid = factories.user(conn, phone=phone, last_inbound_at=now())["id"]
         ids = queue_reply(Transaction(conn, tenants.require("alpha")), user_id=uid, phone=phone, text="hello",
                           source_message=None, request_id=None, now=now(), last_inbound_at=now())
     publish_sends(celery, "alpha", ids, None)
@@ -219,7 +214,7 @@ def test_a_retried_reply_is_not_overtaken_by_the_next_reply(worker, sandbox, db,
     """Two turns answered the same user; Infobip throttles the first answer: the user still reads them in order."""
     phone = new_user()
     with db("alpha") as conn:
-        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=5))["id"]
         with conn.transaction():
             first = queue_for(conn, tenants, "alpha", uid, phone, "First answer.")
         with conn.transaction():
@@ -235,7 +230,7 @@ def test_messages_queued_at_the_same_moment_all_follow_the_message_before_them(w
     """A reply and a reminder written in two concurrent transactions both wait for (and follow) the earlier reply."""
     phone = new_user()
     with db("alpha") as conn:
-        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=5))["id"]
         with conn.transaction():
             first = queue_for(conn, tenants, "alpha", uid, phone, "One.")
     with db("alpha") as a, db("alpha") as b:
@@ -256,7 +251,7 @@ def test_a_failed_reply_does_not_hold_back_the_next_one(worker, sandbox, db, ten
     once: nothing in the tests runs the 10-minute sweep)."""
     phone = new_user()
     with db("alpha") as conn:
-        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=5))["id"]
         with conn.transaction():
             first = queue_for(conn, tenants, "alpha", uid, phone, long_text())
         with conn.transaction():
@@ -332,10 +327,10 @@ def test_a_row_another_task_is_posting_is_not_posted_again(sandbox, db, tenants,
     phone, ids = reply(db, tenants, "alpha", "Just once.")
     alpha = tenants.require("alpha")
     with db("alpha") as other_task:
-        assert repo.try_lock_outbound(other_task, ids[0])
+        assert outbound.try_lock(other_task, ids[0])
         assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "busy"
         assert sends_to(sandbox, phone) == []
-        repo.unlock_outbound(other_task, ids[0])
+        outbound.unlock(other_task, ids[0])
     assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "sent"
     assert send_outbound(alpha, uow, client_for(alpha), ids[0]).status == "skipped"
     assert len(sends_to(sandbox, phone)) == 1
@@ -424,7 +419,7 @@ def test_a_message_waiting_for_a_reply_that_falls_back_to_the_template_comes_aft
     phone = new_user()
     beta = tenants.require("beta")
     with db("beta") as conn:
-        uid = add_user(conn, phone, now() - timedelta(minutes=5))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=5))["id"]
         with conn.transaction():
             first = queue_for(conn, tenants, "beta", uid, phone, long_text())
         with conn.transaction():
@@ -462,7 +457,7 @@ def test_templates_are_validated_naming_tenant_and_field(settings):
 
     good = parse_tenants(tenant({"reengage": {"name": "hello_again", "language": "en_GB",
                                               "placeholders": ["{name}", "{business_name}: {text}"]}}), settings, {})
-    assert parse_templates(good.require("shop").raw["templates"], "x")["reengage"].language == "en_GB"
+    assert good.require("shop").templates["reengage"].language == "en_GB"
     for templates, field in [({"reengage": {"name": "Hello Again", "language": "en"}}, "templates.reengage.name"),
                              ({"reengage": {"name": "h", "language": "en", "placeholders": ["{phone}"]}},
                               "templates.reengage.placeholders[0]"),
@@ -484,9 +479,9 @@ def test_a_report_that_arrives_before_its_message_is_applied_later(worker, sandb
     with db("alpha") as conn:
         wait_for(lambda: conn.execute("SELECT 1 FROM pending_reports WHERE message_id = %s", (mid,)).fetchone(),
                  what="report kept")
-        uid = add_user(conn, phone, now())
-        oid = repo.create_outbound(conn, message_id=mid, user_id=uid, to_number=phone, body="hi",
-                                   content=text_body(sender="447000000001", to=phone, text="hi", message_id=mid))
+        uid = factories.user(conn, phone=phone, last_inbound_at=now())["id"]
+        oid = outbound.create(conn, message_id=mid, user_id=uid, to_number=phone, body="hi",
+                              content=text_body(sender="447000000001", to=phone, text="hi", message_id=mid))
     publish_sends(celery, "alpha", [oid], None)
     [row] = settled(db, "alpha", phone, 1, ("delivered",))
     assert row["delivered_at"] is not None and len(sends_to(sandbox, phone)) == 1
@@ -500,10 +495,9 @@ def test_a_report_that_arrives_before_its_message_is_applied_later(worker, sandb
 def test_two_dispatchers_send_each_of_100_due_reminders_exactly_once(worker, sandbox, db, celery):
     phone = new_user()
     with db("alpha") as conn, conn.transaction():
-        uid = add_user(conn, phone, now() - timedelta(minutes=30))
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, %s, %s)",
-                            [(uid, f"reminder {i}", now() - timedelta(minutes=1 if i % 2 else 90)) for i in range(100)])
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(minutes=30))["id"]
+        factories.reminders(conn, uid, 100, text=lambda i: f"reminder {i}",
+                            due_at=lambda i: now() - timedelta(minutes=1 if i % 2 else 90))
     enqueue(celery, TASK_DISPATCH_REMINDERS, {})
     enqueue(celery, TASK_DISPATCH_REMINDERS, {})
     rows = wait_for(lambda: (lambda r: r if len(r) == 100 and all(x["status"] == "sent" for x in r) else None)(
@@ -517,9 +511,8 @@ def test_two_dispatchers_send_each_of_100_due_reminders_exactly_once(worker, san
 def test_a_reminder_outside_the_window_goes_out_as_the_template(worker, sandbox, db, celery):
     phone = new_user()
     with db("beta") as conn:
-        uid = add_user(conn, phone, now() - timedelta(days=2), name=None)
-        rid = conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'service your bike', %s) "
-                           "RETURNING id", (uid, now() - timedelta(hours=3))).fetchone()["id"]
+        uid = factories.user(conn, phone=phone, last_inbound_at=now() - timedelta(days=2), name=None)["id"]
+        rid = factories.reminder(conn, uid, text="service your bike", due_at=now() - timedelta(hours=3))["id"]
     enqueue(celery, TASK_DISPATCH_REMINDERS, {})
     [row] = settled(db, "beta", phone, 1)
     [post] = sends_to(sandbox, phone)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import factories
 from helpers import AUTH, NUMBERS, WEATHER_KEY, inbound, new_user, wait_for
 from shared.conversation.tokens import estimate_messages
 
@@ -115,12 +116,9 @@ def test_tool_gating_as_the_llm_server_sees_it(client, worker, sandbox, fake_ope
 def test_after_500_messages_the_prompt_still_fits_the_budget(client, worker, sandbox, db, fake_openai, tenants):
     user = new_user()
     with db("gamma") as conn:
-        uid = conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id", (user,)).fetchone()["id"]
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO messages (user_id, role, body, status) VALUES (%s, %s, %s, 'answered')",
-                            [(uid, "user" if i % 2 == 0 else "assistant",
-                              f"message number {i} about the weekly plan and other long details " * 3)
-                             for i in range(500)])
+        uid = factories.user(conn, phone=user)["id"]
+        factories.messages(conn, uid, 500, role=lambda i: "user" if i % 2 == 0 else "assistant",
+                           body=lambda i: f"message number {i} about the weekly plan and other long details " * 3)
     text = "ok and what about the last thing I said?"
     converse(client, sandbox, "gamma", user, text)
     sent = chat_requests(fake_openai, text)[-1]["messages"]
@@ -132,10 +130,7 @@ def test_after_500_messages_the_prompt_still_fits_the_budget(client, worker, san
 
 def _item(db, tenant, user, title):
     with db(tenant) as conn:
-        uid = conn.execute("INSERT INTO users (phone) VALUES (%s) ON CONFLICT (phone) DO UPDATE SET phone = "
-                           "EXCLUDED.phone RETURNING id", (user,)).fetchone()["id"]
-        return conn.execute("INSERT INTO memory_chunks (user_id, kind, title, content) VALUES (%s, 'note', %s, %s) "
-                            "RETURNING id", (uid, title, title)).fetchone()["id"]
+        return factories.memory_item(conn, factories.user(conn, phone=user)["id"], title=title, content=title)["id"]
 
 
 def test_a_tool_call_on_another_users_item_or_with_bad_arguments_changes_nothing(client, worker, sandbox, db,
@@ -168,8 +163,7 @@ def test_daily_token_budget_answers_politely_without_the_llm(client, worker, san
         day = datetime.now(timezone.utc).astimezone(tenant.config.tz).date()
         with db("delta") as conn:
             # whatever other tests spent, spend the rest of today's budget
-            conn.execute("INSERT INTO llm_usage (provider, model, prompt_tokens, completion_tokens, total_tokens) "
-                         "VALUES ('mock', 'mock-chat', %s, 0, %s)", (budget, budget))
+            factories.usage(conn, provider="mock", model="mock-chat", prompt_tokens=budget, total_tokens=budget)
             calls_before = conn.execute("SELECT count(*) AS n FROM llm_usage").fetchone()["n"]
         reply = converse(client, sandbox, "delta", user, "hello, what's new?")
         if datetime.now(timezone.utc).astimezone(tenant.config.tz).date() == day:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -27,6 +26,7 @@ from shared.config.tenants import parse_tenants
 from shared.tools.base import ToolContext, ToolError
 from shared.tools.memory_tools import MEMORY_TOOLS
 
+import factories
 from conftest import fresh_dsn
 
 SYSTEM_PG = os.environ.get("TEST_FALLBACK_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -101,11 +101,6 @@ def expected_mode(mem_tenant):
     return "pgvector" if mem_tenant[0] == "pgvector" else "sql"
 
 
-def new_user(conn) -> int:
-    return conn.execute("INSERT INTO users (phone) VALUES (%s) RETURNING id",
-                        ("1555" + uuid.uuid4().hex[:10],)).fetchone()["id"]
-
-
 def item(title, content="", kind="note", starts_at=None):
     return NewItem(kind=kind, title=title, content=content, starts_at=starts_at)
 
@@ -122,7 +117,7 @@ def test_mode_follows_tenant_and_database(conn, store, expected_mode):
 
 
 def test_a_user_never_sees_another_users_rows(conn, store):
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     [a_id] = store.add(conn, alice, [item("Dentist appointment", "with Dr Weber")])
     assert store.search(conn, bob, "dentist appointment") == []
     [b_id] = store.add(conn, bob, [item("Dentist appointment", "with Dr Weber")])  # identical text
@@ -132,10 +127,10 @@ def test_a_user_never_sees_another_users_rows(conn, store):
 
 
 def test_a_users_results_are_complete_among_many_users(conn, store):
-    others = [new_user(conn) for _ in range(40)]
+    others = [factories.user(conn)["id"] for _ in range(40)]
     for uid in others:  # 800 near-identical rows of other users around the target's 3
         store.add(conn, uid, [item(f"Dentist appointment {k}", "dentist check-up") for k in range(20)])
-    me = new_user(conn)
+    me = factories.user(conn)["id"]
     mine = store.add(conn, me, [item("Dentist appointment", "cleaning"), item("Dentist bill", "pay 80 EUR"),
                                 item("Call the dentist", "to move the appointment")])
     conn.execute("ANALYZE memory_chunks")
@@ -146,7 +141,7 @@ def test_a_users_results_are_complete_among_many_users(conn, store):
 
 
 def test_tenant_knowledge_is_visible_to_every_user(conn, store):
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     [k_id] = store.add(conn, None, [NewItem("knowledge", "Opening hours", "Monday to Friday 9:00-18:00")])
     for uid in (alice, bob):
         hits = store.search(conn, uid, "opening hours")
@@ -156,7 +151,7 @@ def test_tenant_knowledge_is_visible_to_every_user(conn, store):
 
 
 def test_ranking_puts_the_relevant_item_first(conn, store):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     ids = store.add(conn, uid, [item("Buy milk", "and bread"), item("Dentist appointment", "with Dr Weber"),
                                 item("Friday yoga class"), item("Anna birthday", "March 3")])
     hits = store.search(conn, uid, "when is my dentist appointment?")
@@ -167,7 +162,7 @@ def test_ranking_puts_the_relevant_item_first(conn, store):
 
 
 def test_min_score_drops_weak_matches(conn, store):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     dentist, yoga = store.add(conn, uid, [item("Dentist appointment", "with Dr Weber"), item("Friday yoga class")])
     assert {dentist, yoga} <= {h.id for h in store.search(conn, uid, "dentist appointment friday")}
     strong = store.search(conn, uid, "dentist appointment friday", min_score=0.45)
@@ -175,7 +170,7 @@ def test_min_score_drops_weak_matches(conn, store):
 
 
 def test_relevant_for_prompt_keeps_related_items_only(conn, store):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     dentist, _ = store.add(conn, uid, [item("Dentist appointment", "with Dr Weber"), item("Buy milk", "and bread")])
     assert [h.id for h in store.relevant_for_prompt(conn, uid, "When is my dentist appointment?")] == [dentist]
     assert store.relevant_for_prompt(conn, uid, "") == []
@@ -183,14 +178,14 @@ def test_relevant_for_prompt_keeps_related_items_only(conn, store):
 
 
 def test_relevant_for_prompt_survives_a_failing_embedder(conn, mem_tenant, store):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     [dentist] = store.add(conn, uid, [item("Dentist appointment", "with Dr Weber")])
     down = MemoryStore(mem_tenant[1], FailingEmbedder())
     assert [h.id for h in down.relevant_for_prompt(conn, uid, "my dentist appointment")] == [dentist]
 
 
 def test_list_events_is_a_half_open_range(conn, store):
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     start, end = datetime(2026, 11, 23, tzinfo=BERLIN), datetime(2026, 11, 30, tzinfo=BERLIN)
     at_start, inside, at_end = store.add(conn, alice, [
         item("Check-up", kind="event", starts_at=start),
@@ -205,7 +200,7 @@ def test_list_events_is_a_half_open_range(conn, store):
 
 
 def test_update_re_embeds_and_only_touches_own_rows(conn, store):
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     [item_id] = store.add(conn, alice, [item("Buy milk", "and bread")])
     assert not store.update(conn, bob, item_id, title="Hacked")
     assert store.get(conn, alice, item_id).title == "Buy milk"
@@ -217,7 +212,7 @@ def test_update_re_embeds_and_only_touches_own_rows(conn, store):
 
 
 def test_delete_only_own_rows(conn, store):
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     [item_id] = store.add(conn, alice, [item("Dentist appointment")])
     assert not store.delete(conn, bob, item_id)
     assert [h.id for h in store.search(conn, alice, "dentist")] == [item_id]
@@ -227,7 +222,7 @@ def test_delete_only_own_rows(conn, store):
 
 
 def test_add_embeds_all_items_in_one_call(conn, store, expected_mode):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     ids = store.add(conn, uid, [item(f"Note {i}", f"content {i}") for i in range(5)])
     assert len(set(ids)) == 5
     calls = store.embedder.calls
@@ -237,7 +232,7 @@ def test_add_embeds_all_items_in_one_call(conn, store, expected_mode):
 
 
 def test_bad_input_is_a_clear_error(conn, store):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     with pytest.raises(ValueError, match="kind"):
         NewItem("reminder", "x", "y")
     with pytest.raises(ValueError, match="time zone"):
@@ -252,7 +247,7 @@ def test_bad_input_is_a_clear_error(conn, store):
 
 def test_tools_save_search_list_and_delete_in_the_tenant_time_zone(conn, mem_tenant, store):
     tenant = mem_tenant[1]
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     ctx = ctx_for(tenant, conn, store, uid)  # now: Wednesday 2026-11-25 12:00 UTC
     saved = TOOLS["upsert_item"].invoke(ctx, {"kind": "event", "title": "Dentist appointment",
                                               "starts_at": "2026-11-27T15:30"})
@@ -283,7 +278,7 @@ def test_tools_save_search_list_and_delete_in_the_tenant_time_zone(conn, mem_ten
 
 def test_tools_refuse_another_users_item(conn, mem_tenant, store):
     tenant = mem_tenant[1]
-    alice, bob = new_user(conn), new_user(conn)
+    alice, bob = factories.user(conn)["id"], factories.user(conn)["id"]
     saved = TOOLS["upsert_item"].invoke(ctx_for(tenant, conn, store, alice),
                                         {"kind": "note", "title": "Alice's secret", "content": "PIN 1234"})
     as_bob = ctx_for(tenant, conn, store, bob)
@@ -308,7 +303,7 @@ def test_tools_refuse_another_users_item(conn, mem_tenant, store):
     ("delete_item", {}, "'id' is a required property"),
 ])
 def test_tools_validate_their_arguments(conn, mem_tenant, store, tool, args, message):
-    uid = new_user(conn)
+    uid = factories.user(conn)["id"]
     before = conn.execute("SELECT count(*) AS n FROM memory_chunks").fetchone()["n"]
     with pytest.raises(ToolError, match=message):
         TOOLS[tool].invoke(ctx_for(mem_tenant[1], conn, store, uid), args)
@@ -331,7 +326,7 @@ def test_rows_written_in_sql_mode_are_found_after_backfill(settings, pg_url):
     migrate_tenant(vector_tenant)
     sql_tenant = make_tenant(settings, vector_tenant.db_dsn, "sql_fallback")
     with psycopg.connect(vector_tenant.db_dsn, row_factory=dict_row) as conn:
-        uid = new_user(conn)
+        uid = factories.user(conn)["id"]
         [item_id] = MemoryStore(sql_tenant, FailingEmbedder()).add(conn, uid, [item("Dentist appointment")])
         vector_store = MemoryStore(vector_tenant, HashEmbedder(256))
         assert vector_store.search(conn, uid, "dentist") == []

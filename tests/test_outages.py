@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import redis
 
+import factories
 from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
 from shared.delivery.outbox import SendOutcome
@@ -152,11 +153,6 @@ def test_redis_restarted_under_load_loses_nothing_and_replies_go_out_soon_after(
 
 # ---------------------------------------------------------------- sends: the sweep, the order bound, the publisher
 
-def add_user(conn, phone: str) -> int:
-    return conn.execute("INSERT INTO users (phone, last_inbound_at) VALUES (%s, now()) RETURNING id",
-                        (phone,)).fetchone()["id"]
-
-
 def queue_text(db, tenants, phone: str, uid: int, text: str) -> list[int]:
     """One reply's outbox rows, committed, with no task published (as when Redis refused the publish)."""
     from shared.db.unit_of_work import Transaction
@@ -175,7 +171,7 @@ def test_a_send_whose_publish_was_lost_goes_out_at_the_next_sweep_once(settings,
 
     phone = new_user()
     with db("alpha") as conn:
-        uid = add_user(conn, phone)
+        uid = factories.user(conn, phone=phone)["id"]
     [oid] = queue_text(db, tenants, phone, uid, "Sent although its publish was lost.")
     with db("alpha") as conn:
         conn.execute("UPDATE outbound_messages SET next_attempt_at = now() - interval '70 seconds', "
@@ -199,7 +195,7 @@ def test_a_later_message_waits_for_a_failing_one_at_most_a_minute(tenants, sandb
     alpha = tenants.require("alpha")
     phone = new_user()
     with db("alpha") as conn:
-        uid = add_user(conn, phone)
+        uid = factories.user(conn, phone=phone)["id"]
     [first] = queue_text(db, tenants, phone, uid, "The first message.")
     [second] = queue_text(db, tenants, phone, uid, "The second message.")
     pools, client = TenantPools(max_size=2), client_for(alpha)

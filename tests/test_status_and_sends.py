@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+import factories
 from helpers import AUTH, NUMBERS, delivery_report, inbound, infobip_time, new_user, wait_for
 from shared.delivery.infobip.errors import parse_error
 
@@ -75,10 +76,9 @@ def test_a_due_reminder_is_sent_once_and_marked_late(worker, sandbox, db, settin
 
     user = new_user()
     with db("alpha") as conn:
-        uid = conn.execute("INSERT INTO users (phone, last_inbound_at) VALUES (%s, now()) RETURNING id",
-                           (user,)).fetchone()["id"]
-        rid = conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'take the pills', %s) "
-                           "RETURNING id", (uid, datetime.now(timezone.utc) - timedelta(hours=1))).fetchone()["id"]
+        uid = factories.user(conn, phone=user)["id"]
+        rid = factories.reminder(conn, uid, text="take the pills",
+                                 due_at=datetime.now(timezone.utc) - timedelta(hours=1))["id"]
     celery = make_celery(settings)
     for _ in range(3):  # three dispatches racing over the same due reminder
         enqueue(celery, TASK_DISPATCH_REMINDERS, {})

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import requests
 
+import factories
 from conftest import start_worker
 from helpers import AUTH, NUMBERS, inbound, new_user, wait_for
 from shared.conversation.ratelimit import NOTICE
@@ -206,8 +207,7 @@ def test_a_reminder_is_not_held_up_by_its_users_slow_turn(client, worker, sandbo
                          if r["path"] == "/v1/chat/completions"), what="the slow turn to reach the LLM")
     with db("gamma") as conn:
         uid = conn.execute("SELECT id FROM users WHERE phone = %s", (user,)).fetchone()["id"]
-        conn.execute("INSERT INTO reminders (user_id, text, due_at) VALUES (%s, 'stretch', %s)",
-                     (uid, datetime.now(timezone.utc) - timedelta(seconds=1)))
+        factories.reminder(conn, uid, text="stretch", due_at=datetime.now(timezone.utc) - timedelta(seconds=1))
     enqueue(make_celery(settings), TASK_DISPATCH_REMINDERS, {})
     first = wait_for(lambda: texts_to(sandbox, user), timeout=30, what="the reminder")
     assert "stretch" in first[0]

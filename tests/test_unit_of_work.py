@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+import factories
 from helpers import new_user
 from shared.db.pools import TenantPools
 from shared.db.unit_of_work import Publication, UnitOfWork
@@ -25,8 +26,7 @@ def pools():
 
 
 def queue(tx, phone: str, text: str) -> list[int]:
-    uid = tx.conn.execute("INSERT INTO users (phone, last_inbound_at) VALUES (%s, now()) RETURNING id",
-                          (phone,)).fetchone()["id"]
+    uid = factories.user(tx.conn, phone=phone)["id"]
     return queue_reply(tx, user_id=uid, phone=phone, text=text, source_message=None, request_id="req_uow",
                        now=datetime.now(timezone.utc), last_inbound_at=datetime.now(timezone.utc))
 

@@ -6,13 +6,14 @@ import time
 from datetime import timedelta
 
 from shared.queueing import accepted
-from shared.db import repo
+from shared.db import pending_reports
+from shared.db.messages import abandoned_users, stalled_users
 from shared.clock import utcnow
 from shared.delivery.outbox import requeue_stalled
 from shared.delivery.reminder_dispatch import claim_due_reminders
 from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
                               TASK_RUN_TURN, enqueue)
-from shared.conversation.turn import abandoned_users, give_up, stalled_users
+from shared.conversation.turn import give_up
 from workers.app import app
 from workers.base import WabotTask, worker_redis
 from workers.runtime import get_runtime
@@ -38,7 +39,7 @@ def dispatch_reminders(self, payload: dict | None = None) -> int:
                 if claimed < BATCH:
                     break
             with self.uow.transaction(tenant) as tx:
-                repo.purge_pending_reports(tx.conn, utcnow() - KEEP_PENDING_REPORTS)
+                pending_reports.purge(tx.conn, utcnow() - KEEP_PENDING_REPORTS)
         except Exception:
             log.exception("scheduled dispatch failed", extra={"tenant_id": tenant.tenant_id})
             continue

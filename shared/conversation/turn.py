@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from shared.clock import utcnow
-from shared.db import repo
+from shared.db import messages, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
-from shared.db.usage import budget_spent
+from shared.db.usage import budget_spent, record_usage
 from shared.delivery.outbox import queue_reply
 from shared.queueing.tasks import TASK_RUN_TURN
 from shared.conversation.engine import respond
@@ -95,24 +95,23 @@ def _store(tx: Transaction, deps: TurnDeps, result: dict, request_id: str | None
     phone = normalize_number(result["from"])
     # Infobip's time, but never in our future: a user's "last message" must not keep the 24-hour window open.
     received_at = min(parse_infobip_time(result.get("receivedAt")) or deps.clock(), deps.clock())
-    existing = repo.get_message_by_infobip_id(conn, result["messageId"])
+    existing = messages.get_by_infobip_id(conn, result["messageId"])
     if existing is not None:
         return Stored(existing["user_id"], existing["id"], phone, existing["status"], True)
     verdict = _rate_verdict(tenant, deps, phone)
     status = "received" if verdict is None or verdict.allowed else "rate_limited"
-    user_id = repo.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
-    row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
-                              message_type=str(message.get("type") or "UNKNOWN").upper(),
-                              body=message_text(message), payload=message, received_at=received_at,
-                              request_id=request_id, status=status)
+    user_id = users.upsert_user(conn, phone, (result.get("contact") or {}).get("name"), received_at)
+    row = messages.insert_inbound(conn, user_id=user_id, infobip_message_id=result["messageId"],
+                                  message_type=str(message.get("type") or "UNKNOWN").upper(),
+                                  body=message_text(message), payload=message, received_at=received_at,
+                                  request_id=request_id, status=status)
     if row is None:  # a concurrent delivery stored it first
-        existing = repo.get_message_by_infobip_id(conn, result["messageId"])
+        existing = messages.get_by_infobip_id(conn, result["messageId"])
         return Stored(user_id, existing["id"], phone, existing["status"], True)
     if verdict is not None and verdict.notify:
         text = tenant.config.rate_limit_notice or NOTICE
-        last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
         queue_reply(tx, user_id=user_id, phone=phone, text=text, source_message=None, request_id=request_id,
-                    now=deps.clock(), last_inbound_at=last["last_inbound_at"])
+                    now=deps.clock(), last_inbound_at=users.last_inbound_at(conn, user_id))
         log.warning("rate limit reached: message stored, not answered", extra={"scope": verdict.scope})
     return Stored(user_id, row, phone, status, False)
 
@@ -122,17 +121,6 @@ class TurnOutcome:
     answered: list[int] = field(default_factory=list)   # message rows answered by this turn
     retry_in_ms: int | None = None                      # busy or too early: run again after this long
     reason: str = ""
-
-
-def _pending(conn, user_id: int) -> list[dict]:
-    return conn.execute(
-        """
-        SELECT id, body, message_type, payload, infobip_message_id, request_id, received_at,
-               (extract(epoch FROM clock_timestamp() - created_at) * 1000)::bigint AS age_ms
-        FROM messages WHERE user_id = %s AND role = 'user' AND status = 'received' ORDER BY id
-        """,
-        (user_id,),
-    ).fetchall()
 
 
 def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> None:
@@ -163,7 +151,7 @@ def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: li
                                  int((time.monotonic() - started) * 1000), (), "transcription"))
             if text:
                 m["body"] = f"[voice note] {text}"
-                conn.execute("UPDATE messages SET body = %s WHERE id = %s", (m["body"], m["id"]))
+                messages.set_body(conn, m["id"], m["body"])
 
 
 SAID_AT_MAX_LAG = timedelta(hours=6)  # older than this (an outage), the words are read at the turn's own time
@@ -185,9 +173,6 @@ def clock_from(start: datetime, clock: Callable[[], datetime]) -> Callable[[], d
     return lambda: clock() - offset
 
 
-TURN_LOCK = 0x7475726E  # "turn": advisory lock class of the per-user turn lock
-
-
 def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str | None, calls: list) -> None:
     """Usage is written in its own transaction after the turn's: tokens spent by a turn that then failed (and
     will be retried) still count, for the record and for the daily budget."""
@@ -196,10 +181,10 @@ def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str
     try:
         with uow.transaction(tenant) as tx:
             for call in calls:
-                repo.record_usage(tx.conn, user_id=user_id, request_id=request_id, provider=call.provider,
-                                  model=call.model, prompt_tokens=call.prompt_tokens,
-                                  completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
-                                  tools_used=list(call.tools_used))
+                record_usage(tx.conn, user_id=user_id, request_id=request_id, provider=call.provider,
+                             model=call.model, prompt_tokens=call.prompt_tokens,
+                             completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
+                             tools_used=list(call.tools_used))
     except Exception:
         log.exception("usage not recorded", extra={"calls": len(calls)})
 
@@ -226,7 +211,7 @@ def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_
     if budget_spent(conn, tenant, now):
         log.warning("daily token budget spent: answered without the LLM")
         return tenant.config.budget_exhausted_reply or DEFAULT_BUDGET_SPENT, summary
-    history = repo.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
+    history = messages.recent_history(conn, user_id, HISTORY_ROWS, before_id=rows[0]["id"])
     answer = respond(tenant=tenant, conn=conn, llm=llm, registry=deps.registry_for(tenant),
                      memory=deps.memory_for(tenant), user_id=user_id, phone=phone, text="\n".join(texts),
                      history=history, now=spoken, clock=clock_from(spoken, deps.clock), request_id=request_id,
@@ -245,14 +230,11 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
     started = time.monotonic()
     with uow.transaction(tenant) as tx:
         conn = tx.conn
-        # One turn at a time per user, across processes and hosts: a transaction-scoped advisory lock (a row lock
-        # on `users` would also block every insert that references the user, e.g. reminder dispatch).
-        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
-                              (TURN_LOCK, user_id % 2**31)).fetchone()["ok"]
-        if not locked:
+        # One turn at a time per user, across processes and hosts (a lock held until this transaction ends).
+        if not messages.try_lock_turn(conn, user_id):
             return TurnOutcome(retry_in_ms=1000, reason="busy")  # this user's previous turn is still running
-        user = conn.execute("SELECT id, phone FROM users WHERE id = %s", (user_id,)).fetchone()
-        pending = _pending(conn, user_id)
+        user = users.get_user(conn, user_id)
+        pending = messages.pending_for_turn(conn, user_id)
         if not pending:
             return TurnOutcome(reason="nothing pending")
         wait = tenant.config.debounce_ms - pending[-1]["age_ms"]
@@ -262,7 +244,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         rows = [m for m in pending if m["message_type"] != "REACTION"]
         for m in pending:
             if m["message_type"] == "REACTION":  # stored, starts no turn
-                repo.set_message_status(conn, m["id"], "ignored")
+                messages.set_status(conn, m["id"], "ignored")
         if not rows:
             return TurnOutcome(reason="reactions only")
         _acknowledge(tenant, deps, phone, rows)
@@ -273,13 +255,12 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         _transcribe(conn, tenant, deps, llm, rows, calls)
         reply, summary = _compose_reply(conn, tenant, deps, llm, user_id, phone, rows, now=now, spoken=spoken,
                                         request_id=request_id, calls=calls)
-        reply_id = repo.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
-                                                 request_id=request_id)
-        last = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+        reply_id = messages.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
+                                                     request_id=request_id)
         queue_reply(tx, user_id=user_id, phone=phone, text=reply, source_message=reply_id, request_id=request_id,
-                    now=now, last_inbound_at=last["last_inbound_at"])
+                    now=now, last_inbound_at=users.last_inbound_at(conn, user_id))
         answered = [m["id"] for m in rows]
-        conn.execute("UPDATE messages SET status = 'answered', updated_at = now() WHERE id = ANY(%s)", (answered,))
+        messages.mark_answered(conn, answered)
 
     log.info("message processed successfully", extra={"duration": f"{time.monotonic() - started:.3f}s",
                                                        "user_id": phone, **summary})
@@ -296,22 +277,21 @@ def give_up(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, reque
     with uow.transaction(tenant) as tx:
         conn = tx.conn
         # wait for a turn of this user that may still be running, then take over its messages
-        conn.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (TURN_LOCK, user_id % 2**31))
-        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
-        failed = conn.execute("UPDATE messages SET status = 'failed', updated_at = now() WHERE user_id = %s "
-                              "AND role = 'user' AND status = 'received' RETURNING id", (user_id,)).fetchall()
+        messages.wait_for_turn_lock(conn, user_id)
+        user = users.get_user(conn, user_id)
+        failed = messages.fail_received(conn, user_id)
         if user is None or not failed:
             return
         log.error("turn failed for good: user told, messages marked failed", extra={"messages": len(failed)})
-        _apologise(tx, deps, user, failed[-1]["id"], request_id)
+        _apologise(tx, deps, user, failed[-1], request_id)
 
 
 def _apologise(tx: Transaction, deps: TurnDeps, user: dict, reply_to: int, request_id: str | None) -> None:
     """Store and queue the tenant's apology to `user` (a row with id, phone, last_inbound_at)."""
     tenant = tx.tenant
     text = tenant.config.failure_reply or DEFAULT_APOLOGY
-    reply_id = repo.insert_assistant_message(tx.conn, user_id=user["id"], body=text, reply_to=reply_to,
-                                             request_id=request_id)
+    reply_id = messages.insert_assistant_message(tx.conn, user_id=user["id"], body=text, reply_to=reply_to,
+                                                 request_id=request_id)
     queue_reply(tx, user_id=user["id"], phone=user["phone"], text=text, source_message=reply_id,
                 request_id=request_id, now=deps.clock(), last_inbound_at=user["last_inbound_at"])
 
@@ -330,30 +310,11 @@ def store_unstorable(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, result: di
     message_type = _printable((result.get("message") or {}).get("type") or "UNKNOWN")[:64].upper()
     with uow.transaction(tenant) as tx:
         conn = tx.conn
-        user_id = repo.upsert_user(conn, phone, None, deps.clock())
-        row = repo.insert_inbound(conn, user_id=user_id, infobip_message_id=_printable(result["messageId"]),
-                                  message_type=message_type, body=None, payload={"unstorable": True},
-                                  received_at=deps.clock(), request_id=request_id, status="failed")
+        user_id = users.upsert_user(conn, phone, None, deps.clock())
+        row = messages.insert_inbound(conn, user_id=user_id, infobip_message_id=_printable(result["messageId"]),
+                                      message_type=message_type, body=None, payload={"unstorable": True},
+                                      received_at=deps.clock(), request_id=request_id, status="failed")
         if row is None:  # stored before: answered before
             return
-        user = conn.execute("SELECT id, phone, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
-        _apologise(tx, deps, user, row, request_id)
+        _apologise(tx, deps, users.get_user(conn, user_id), row, request_id)
 
-
-def stalled_users(conn, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:
-    """Users with `received` messages that no turn has picked up for a while (a lost task): to re-run.
-    Messages older than `newer_than_seconds` are for `abandoned_users` instead: not retried forever."""
-    rows = conn.execute(
-        "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
-        "AND created_at < now() - make_interval(secs => %s) AND created_at > now() - make_interval(secs => %s)",
-        (older_than_seconds, newer_than_seconds)).fetchall()
-    return [r["user_id"] for r in rows]
-
-
-def abandoned_users(conn, older_than_seconds: int = 6 * 3600) -> list[int]:
-    """Users whose messages stayed `received` for hours (turns kept failing, workers were down): `give_up` them,
-    so they get an apology instead of silence and the sweep stops looking at them."""
-    rows = conn.execute(
-        "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
-        "AND created_at <= now() - make_interval(secs => %s)", (older_than_seconds,)).fetchall()
-    return [r["user_id"] for r in rows]

@@ -1,4 +1,4 @@
-"""Token accounting queries: what a tenant spent today, for the daily budget."""
+"""SQL of `llm_usage` (one row per model call) and the daily token budget read from it."""
 from __future__ import annotations
 
 from datetime import datetime, time
@@ -23,3 +23,17 @@ def budget_spent(conn: psycopg.Connection, tenant: Tenant, now: datetime) -> boo
     """True when the tenant's daily token budget (config.daily_token_budget, tenant-local day) is used up."""
     budget = tenant.config.daily_token_budget
     return budget is not None and tokens_since(conn, start_of_local_day(tenant, now)) >= budget
+
+
+def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: str | None, provider: str,
+                 model: str, prompt_tokens: int, completion_tokens: int, latency_ms: int,
+                 tools_used: list[str]) -> None:
+    conn.execute(
+        """
+        INSERT INTO llm_usage (user_id, request_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
+                               latency_ms, tools_used)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (user_id, request_id, provider, model, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
+         latency_ms, tools_used),
+    )

@@ -32,9 +32,10 @@ from typing import Callable
 
 import psycopg
 from shared.clock import utcnow
-from shared.db import repo
+from shared.db import outbound, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
-from shared.delivery.infobip.client import TEMPLATE_PATH, TEXT_PATH, InfobipClient, template_body, text_body
+from shared.delivery.infobip.client import (TEMPLATE_PATH, TEXT_PATH, InfobipClient, accepted_status, template_body,
+                                            text_body)
 from shared.delivery.infobip.errors import InfobipError
 from shared.delivery.infobip.retry import DEFAULT_BASE_SECONDS, MAX_ATTEMPTS, retry_delay
 from shared.delivery.infobip.split import split_text
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 PATHS = {
     "text": TEXT_PATH,
     "template": TEMPLATE_PATH,
-    "buttons": "/whatsapp/1/message/interactive/buttons",
 }
 # WhatsApp delivers free text only within 24 hours of the user's last message; we stop 30 minutes early so a
 # message queued at 23h59 is not refused on arrival.
@@ -104,12 +104,12 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
                   request_id=request_id)
     if inside_window(last_inbound_at, now):
         # Order across messages: part 1 waits for the user's newest row Infobip has not accepted yet (read in the
-        # caller's transaction; a concurrent transaction may pick the same one: repo.next_part returns every waiter).
-        after = repo.latest_queued(conn, user_id)
+        # caller's transaction; a concurrent transaction may pick the same one: outbound.next_part returns every waiter).
+        after = outbound.latest_queued(conn, user_id)
         ids: list[int] = []
         for number, part in enumerate(split_text(text), start=1):
             mid = new_message_id(tenant.tenant_id)
-            ids.append(repo.create_outbound(
+            ids.append(outbound.create(
                 conn, message_id=mid, body=part, part=number, prev_id=ids[-1] if ids else after,
                 chain_id=ids[0] if ids else None,
                 content=text_body(sender=tenant.waba_number, to=phone, text=part, message_id=mid), **common))
@@ -121,15 +121,15 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
     template = reengage_template(tenant)
     mid = new_message_id(tenant.tenant_id)
     if template is None:
-        oid = repo.create_outbound(conn, message_id=mid, body=text, status="not_sent", reason=NO_TEMPLATE_REASON,
-                                   content={"to": phone, "content": {"text": text}}, **common)
+        oid = outbound.create(conn, message_id=mid, body=text, status="not_sent", reason=NO_TEMPLATE_REASON,
+                              content={"to": phone, "content": {"text": text}}, **common)
         log.warning("message not sent: window closed and no template", extra={"outbound_id": oid})
         return Queued("not_sent", [oid], [])
-    user = repo.outbound_user(conn, user_id) or {}
-    oid = repo.create_outbound(conn, message_id=mid, body=text, kind="template",
-                               prev_id=repo.latest_queued(conn, user_id),  # in order after earlier messages, too
-                               content=template_content(tenant, template, phone=phone, message_id=mid, text=text,
-                                                        name=user.get("name")), **common)
+    user = users.get_user(conn, user_id) or {}
+    oid = outbound.create(conn, message_id=mid, body=text, kind="template",
+                          prev_id=outbound.latest_queued(conn, user_id),  # in order after earlier messages, too
+                          content=template_content(tenant, template, phone=phone, message_id=mid, text=text,
+                                                   name=user.get("name")), **common)
     return Queued("template", [oid], [oid])
 
 
@@ -177,13 +177,13 @@ def send_outbound(tenant: Tenant, uow: UnitOfWork, client: InfobipClient, outbou
         conn = tx.conn
         with conn.transaction():
             # never post a row from two tasks at once: a session lock held until the result is recorded
-            if not repo.try_lock_outbound(conn, outbound_id):
+            if not outbound.try_lock(conn, outbound_id):
                 return SendOutcome("busy")
         try:
             return _send_locked(tx, client, outbound_id, max_attempts, retry_base, clock)
         finally:
             try:
-                repo.unlock_outbound(conn, outbound_id)
+                outbound.unlock(conn, outbound_id)
                 conn.commit()
             except psycopg.Error:
                 conn.close()  # the lock ends with the session: never hand a connection holding it back to the pool
@@ -204,9 +204,7 @@ def _order_wait(conn: psycopg.Connection, row: dict, before: dict, now: datetime
     (its task is queued, or re-published by the sweep after a lost publish), so the order holds."""
     if _head(before) == _head(row):
         return 0
-    failing = conn.execute("SELECT error IS NOT NULL AS failing FROM outbound_messages WHERE id = %s",
-                           (before["id"],)).fetchone()
-    if not failing or not failing["failing"]:
+    if not outbound.has_failed_post(conn, before["id"]):
         return 0
     left = (row["created_at"] + MAX_ORDER_WAIT - now).total_seconds()
     return left if left > 0 else None
@@ -216,7 +214,7 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
                  retry_base: float, clock: Callable[[], datetime]) -> SendOutcome:
     conn = tx.conn
     with conn.transaction():  # 1. decide, and count the attempt durably before posting
-        row = repo.get_outbound(conn, outbound_id)
+        row = outbound.get(conn, outbound_id)
         if row is None:
             log.error("outbound message not found", extra={"outbound_id": outbound_id})
             return SendOutcome("skipped")
@@ -228,7 +226,7 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             # re-published by a sweep): the retry schedule and Infobip's Retry-After still hold.
             return SendOutcome("retry", delay=(not_before - clock()).total_seconds())
         if row["prev_id"] is not None:
-            before = repo.predecessor(conn, row["prev_id"])
+            before = outbound.predecessor(conn, row["prev_id"])
             if before is not None and before["status"] == "queued":
                 wait = _order_wait(conn, row, before, clock())
                 if wait is not None:  # the row before it publishes this one once accepted (or failed)
@@ -237,17 +235,17 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
                             extra={"outbound_id": outbound_id, "waited_for": before["id"]})
             if before is not None and before["status"] in ("failed", "not_sent"):
                 if _head(before) == _head(row):  # an earlier part of this reply failed: stop the rest of it
-                    stopped = repo.stop_queued_parts(conn, _head(row), row["part"] - 1, "not_sent",
-                                                     f"part {row['part'] - 1} of this reply was not sent")
-                    tx.send_after_commit(repo.waiting_on(conn, stopped))
+                    stopped = outbound.stop_queued_parts(conn, _head(row), row["part"] - 1, "not_sent",
+                                                         f"part {row['part'] - 1} of this reply was not sent")
+                    tx.send_after_commit(outbound.waiting_on(conn, stopped))
                     return SendOutcome("skipped")
                 # an earlier MESSAGE failed: this one is sent anyway (order kept, nothing held back)
         if row["attempts"] >= max_attempts:  # every allowed post was made, the last answers were lost
             return _give_up(tx, row, f"gave up after {row['attempts']} attempts: the answer to the last post was "
                                        "lost (worker stopped or database unreachable); Infobip may have accepted it")
-        attempt = repo.begin_post(conn, outbound_id, row["prev_id"])
+        attempt = outbound.begin_post(conn, outbound_id, row["prev_id"])
         if attempt is None:  # moved on meanwhile by a report, or re-pointed to wait for a template fallback
-            if repo.outbound_status(conn, outbound_id) == "queued":
+            if outbound.status_of(conn, outbound_id) == "queued":
                 return SendOutcome("waiting")  # its new predecessor publishes it
             return SendOutcome("skipped", message_id=row["message_id"])
     # 2. post, with no transaction open (the advisory lock keeps other tasks off). If the process dies here, or step
@@ -256,8 +254,9 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
     result = client.send(PATHS[row["kind"]], row["content"])
     with conn.transaction():  # 3. record Infobip's answer and release whoever waited for this row
         if result.ok:
-            repo.record_send_accepted(conn, outbound_id, result.body)
-            tx.send_after_commit(repo.next_part(conn, outbound_id))  # the next part, later messages of this user
+            accepted = accepted_status(result.body)
+            outbound.record_accepted(conn, outbound_id, result.body, accepted.get("groupName"), accepted.get("name"))
+            tx.send_after_commit(outbound.next_part(conn, outbound_id))  # the next part, later messages of this user
             log.info("sent to infobip", extra={"outbound_id": outbound_id, "infobip_message_id": row["message_id"],
                                                "http_status": result.http_status, "part": row["part"],
                                                "attempt": attempt})
@@ -273,8 +272,8 @@ def _record_failure(tx: Transaction, row: dict, attempt: int, error: InfobipErro
     if final and error.retryable:
         reason = f"gave up after {attempt} attempts: {reason}"
     delay = None if final else retry_delay(attempt, retry_after, retry_base)
-    status = repo.record_send_error(tx.conn, row["id"], error.as_dict(), final=final, reason=reason,
-                                    next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
+    status = outbound.record_error(tx.conn, row["id"], error.as_dict(), final=final, reason=reason,
+                                   next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
     log.warning("infobip send failed", extra={"outbound_id": row["id"], "infobip_error": error.as_dict(),
                                               "attempt": attempt, "final": final, "retry_in": delay})
     if status != "queued" and status != "failed":  # a report says an earlier post was accepted after all
@@ -286,7 +285,7 @@ def _record_failure(tx: Transaction, row: dict, attempt: int, error: InfobipErro
 
 
 def _give_up(tx: Transaction, row: dict, reason: str) -> SendOutcome:
-    if repo.record_send_error(tx.conn, row["id"], None, final=True, reason=reason) != "failed":
+    if outbound.record_error(tx.conn, row["id"], None, final=True, reason=reason) != "failed":
         return SendOutcome("skipped", message_id=row["message_id"])
     log.warning("infobip send given up", extra={"outbound_id": row["id"], "attempt": row["attempts"]})
     _release_after_failure(tx, row, reason)
@@ -296,9 +295,9 @@ def _give_up(tx: Transaction, row: dict, reason: str) -> SendOutcome:
 def _release_after_failure(tx: Transaction, row: dict, reason: str) -> None:
     """A row failed for good: the rest of its reply is not sent, and the later messages waiting on it (or on those
     parts) are published after the commit rather than by the 10-minute sweep."""
-    stopped = repo.stop_queued_parts(tx.conn, _head(row), row["part"], "not_sent",
-                                     f"part {row['part']} of this reply failed: {reason}")
-    tx.send_after_commit(repo.waiting_on(tx.conn, [row["id"], *stopped]))
+    stopped = outbound.stop_queued_parts(tx.conn, _head(row), row["part"], "not_sent",
+                                         f"part {row['part']} of this reply failed: {reason}")
+    tx.send_after_commit(outbound.waiting_on(tx.conn, [row["id"], *stopped]))
 
 
 # A queued send whose task should have run this long ago is published again by the `recover_stalled` sweep (beat,
@@ -313,6 +312,6 @@ def requeue_stalled(tx: Transaction, now: datetime, grace: timedelta = STALLED_S
     a broker outage, a task that crashed): their sends are registered again for after the commit; returns how
     many. Posting stays at most once per accepted message because the send locks the row and posts only `queued`
     rows."""
-    stalled = repo.stalled_outbound(tx.conn, now - grace)
+    stalled = outbound.stalled(tx.conn, now - grace)
     tx.send_after_commit(stalled)
     return len(stalled)

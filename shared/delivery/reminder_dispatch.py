@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from shared.db import reminders
 from shared.db.unit_of_work import Transaction
 from shared.delivery.outbox import queue_message
 
@@ -25,25 +26,13 @@ def claim_due_reminders(tx: Transaction, now: datetime, limit: int = 100) -> int
     """Turn up to `limit` due reminders into queued sends in `tx`; returns how many it took (fewer than `limit`:
     none left)."""
     conn = tx.conn
-    rows = conn.execute(
-        """
-        SELECT r.id, r.text, r.due_at, r.user_id, u.phone, u.last_inbound_at
-        FROM reminders r JOIN users u ON u.id = r.user_id
-        WHERE r.status = 'pending' AND r.due_at <= %s
-        ORDER BY r.due_at
-        LIMIT %s
-        FOR UPDATE OF r SKIP LOCKED
-        """,
-        (now, limit),
-    ).fetchall()
+    rows = reminders.claim_due(conn, now, limit)
     for r in rows:
         late = now - r["due_at"] > LATE_AFTER
         queued = queue_message(conn, tx.tenant, user_id=r["user_id"], phone=r["phone"],
                                text=reminder_text(r["text"], late), now=now, last_inbound_at=r["last_inbound_at"],
                                reminder_id=r["id"])
-        conn.execute(
-            "UPDATE reminders SET status = %s, late = %s, outbound_id = %s, updated_at = now() WHERE id = %s",
-            ("not_sent" if queued.mode == "not_sent" else "sent", late, queued.row_ids[0], r["id"]),
-        )
+        reminders.mark_dispatched(conn, r["id"], status="not_sent" if queued.mode == "not_sent" else "sent",
+                                  late=late, outbound_id=queued.row_ids[0])
         tx.send_after_commit(queued.send_ids)
     return len(rows)

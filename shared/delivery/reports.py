@@ -2,7 +2,7 @@
 template fallback when a report says the chat window was closed.
 
 Guarantees:
-- applying a report is idempotent and order-safe (a message never moves back: see repo.STATUS_RANK);
+- applying a report is idempotent and order-safe (a message never moves back: see STATUS_RANK);
 - a report is never dropped: without its row it is stored in `pending_reports`. Both sides look again after their
   own commit (the report side after storing, the send side after recording Infobip's answer), so whichever
   commits second finds the other's work and the report is applied exactly once (taking it deletes it);
@@ -13,7 +13,10 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-from shared.db import repo
+
+import psycopg
+
+from shared.db import outbound, pending_reports, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.delivery.infobip.errors import is_session_error
 from shared.delivery.infobip.templates import reengage_template
@@ -25,6 +28,32 @@ log = logging.getLogger(__name__)
 
 REPORT_KINDS = ("delivery", "seen")
 NO_TEMPLATE_FALLBACK = "the chat window is closed and the tenant has no 'reengage' template to send instead"
+# Outbound statuses ordered by how far a message got; a report never moves a message backwards.
+STATUS_RANK = {"queued": 0, "failed": 1, "not_sent": 1, "sent": 2, "undeliverable": 3, "expired": 3,
+               "rejected": 3, "delivered": 4, "seen": 5}
+REPORT_STATUS = {"PENDING": "sent", "UNDELIVERABLE": "undeliverable", "DELIVERED": "delivered",
+                 "EXPIRED": "expired", "REJECTED": "rejected"}
+
+
+def apply_delivery_report(conn: psycopg.Connection, message_id: str, report: dict) -> dict | None:
+    """Apply a delivery report; a report never moves a message back (a late PENDING after DELIVERED is ignored),
+    and applying one twice changes nothing more.
+
+    Returns the row (with `applied`: whether the report moved it) or None when no row has this messageId (yet).
+    """
+    group = ((report.get("status") or {}).get("groupName") or "").upper()
+    new_status = REPORT_STATUS.get(group, "sent")
+    error = report.get("error") or None
+    if error and (error.get("id") in (0, "0") or error.get("name") == "NO_ERROR"):
+        error = None
+    row = outbound.lock_by_message_id(conn, message_id)
+    if row is None:
+        return None
+    applied = STATUS_RANK.get(new_status, 0) >= STATUS_RANK.get(row["status"], 0)
+    if applied:
+        outbound.record_report(conn, row["id"], status=new_status, status_group=group or None,
+                               status_name=(report.get("status") or {}).get("name"), error=error)
+    return {**row, "status": new_status if applied else row["status"], "applied": applied}
 
 
 def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
@@ -37,11 +66,11 @@ def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
         raise ValueError("a report without a messageId cannot be matched to a message")
     conn = tx.conn
     if kind == "seen":
-        row = repo.apply_seen_report(conn, message_id, parse_infobip_time(report.get("seenAt")))
+        row = outbound.record_seen(conn, message_id, parse_infobip_time(report.get("seenAt")))
     else:
-        row = repo.apply_delivery_report(conn, message_id, report)
+        row = apply_delivery_report(conn, message_id, report)
     if row is None:
-        repo.store_pending_report(conn, message_id, kind, report)
+        pending_reports.store(conn, message_id, kind, report)
         log.info("report kept until its message is known", extra={"infobip_message_id": message_id, "kind": kind})
         return False
     if kind == "delivery" and row.get("applied") and is_session_error(report.get("error")):
@@ -51,9 +80,9 @@ def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
 
 def settle_pending_reports(tx: Transaction, message_id: str) -> None:
     """Apply the reports kept for `message_id` once its row exists (template fallbacks registered on `tx`)."""
-    if not repo.outbound_exists(tx.conn, message_id):
+    if not outbound.exists(tx.conn, message_id):
         return
-    for kept in repo.take_pending_reports(tx.conn, message_id):
+    for kept in pending_reports.take(tx.conn, message_id):
         apply_report(tx, kept["kind"], kept["report"])
 
 
@@ -81,22 +110,22 @@ def fall_back_to_template(tx: Transaction, row: dict) -> None:
     head_id = row.get("chain_id") or row["id"]
     template = reengage_template(tenant)
     if template is None:
-        repo.set_outbound_reason(conn, row["id"], NO_TEMPLATE_FALLBACK)
+        outbound.set_reason(conn, row["id"], NO_TEMPLATE_FALLBACK)
         log.warning("chat window closed and no template to fall back to", extra={"outbound_id": row["id"]})
         return
-    text = "\n\n".join(p["body"] for p in repo.chain_parts(conn, head_id) if p["body"])
-    user = repo.outbound_user(conn, row["user_id"]) or {}
+    text = "\n\n".join(p["body"] for p in outbound.chain_parts(conn, head_id) if p["body"])
+    user = users.get_user(conn, row["user_id"]) or {}
     mid = new_message_id(tenant.tenant_id)
     content = template_content(tenant, template, phone=row["to_number"], message_id=mid, text=text,
                                name=user.get("name"))
-    fallback_id = repo.create_fallback_outbound(conn, fallback_of=head_id, message_id=mid, user_id=row["user_id"],
-                                                to_number=row["to_number"], body=text, content=content,
-                                                request_id=row.get("request_id"))
+    fallback_id = outbound.create_fallback(conn, fallback_of=head_id, message_id=mid, user_id=row["user_id"],
+                                           to_number=row["to_number"], body=text, content=content,
+                                           request_id=row.get("request_id"))
     if fallback_id is None:
         return  # another part's report already made the fallback
-    stopped = repo.stop_queued_parts(conn, head_id, 0, "not_sent", "replaced by the template fallback")
-    repo.repoint_waiters(conn, stopped, fallback_id)  # later messages still come after this reply
-    repo.set_outbound_reason(conn, row["id"], f"chat window closed: sent again as template {template.name}")
+    stopped = outbound.stop_queued_parts(conn, head_id, 0, "not_sent", "replaced by the template fallback")
+    outbound.repoint_waiters(conn, stopped, fallback_id)  # later messages still come after this reply
+    outbound.set_reason(conn, row["id"], f"chat window closed: sent again as template {template.name}")
     log.info("chat window closed: falling back to the template",
              extra={"outbound_id": row["id"], "fallback_id": fallback_id, "template": template.name})
     tx.send_after_commit([fallback_id])

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.db import reminders
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 
 MAX_TEXT = 1000
@@ -71,10 +72,7 @@ class SetReminder(Tool):
         if due <= now:
             raise ToolError(f"due_at {local_iso(due, tz)} is in the past; it is now {local_iso(now, tz)} "
                             f"({tz.key}). Choose a later time.")
-        row = ctx.conn.execute(
-            "INSERT INTO reminders (user_id, text, due_at) VALUES (%s, %s, %s) RETURNING id, text, due_at, status",
-            (ctx.user_id, text, due),
-        ).fetchone()
+        row = reminders.insert(ctx.conn, ctx.user_id, text, due)
         return {**_reminder(row, tz), "timezone": tz.key}
 
 
@@ -86,11 +84,7 @@ class ListReminders(Tool):
 
     def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
         tz = ctx.tenant.config.tz
-        rows = ctx.conn.execute(
-            """SELECT id, text, due_at, status FROM reminders
-               WHERE user_id = %s AND status = 'pending' ORDER BY due_at, id LIMIT %s""",
-            (ctx.user_id, MAX_LISTED),
-        ).fetchall()
+        rows = reminders.list_pending(ctx.conn, ctx.user_id, MAX_LISTED)
         return {"reminders": [_reminder(r, tz) for r in rows], "timezone": tz.key}
 
 
@@ -107,13 +101,7 @@ class CancelReminder(Tool):
     annotations = ToolAnnotations(destructiveHint=True)
 
     def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
-        # One conditional UPDATE: only the user's own row, and only while still pending (not being sent).
-        row = ctx.conn.execute(
-            """UPDATE reminders SET status = 'cancelled', updated_at = now()
-               WHERE id = %s AND user_id = %s AND status = 'pending'
-               RETURNING id, text, due_at, status""",
-            (args["id"], ctx.user_id),
-        ).fetchone()
+        row = reminders.cancel(ctx.conn, args["id"], ctx.user_id)  # only the user's own row, only while pending
         if row is None:
             raise ToolError(f"no such reminder: {args['id']} (use list_reminders to see the pending ones)")
         return _reminder(row, ctx.tenant.config.tz)
