@@ -10,8 +10,10 @@ from datetime import datetime, timezone
 from shared.errors import ConfigError
 
 
-def cmd_check(_args) -> int:
-    """Every mistake of the settings and the tenants file in one run, each with its tenant, field and YAML line."""
+def cmd_check(args) -> int:
+    """Every mistake of the settings and the tenants file in one run, each with its tenant, field and YAML line;
+    then (unless --no-probe) each pgvector tenant's embedder embeds one text: its dimension and latency are
+    printed, and a failing probe is a mistake at the tenant's embedding_model."""
     from shared.config.settings import load_settings
     from shared.config.tenant_schema import TenantFileError
     from shared.config.tenants import load_tenants_with_lines
@@ -24,8 +26,30 @@ def cmd_check(_args) -> int:
     issues = [issue for index, t in enumerate(tenants) for issue in _start_up_issues(t, index, lines)]
     if issues:
         return _print_issues(settings.tenants_file, issues)
+    if not getattr(args, "no_probe", False):
+        issues = _probe_issues(tenants, lines)
+        if issues:
+            return _print_issues(settings.tenants_file, issues)
     print(f"ok: {len(tenants)} tenant(s)")
     return 0
+
+
+def _probe_issues(tenants, lines) -> list:
+    """Probe every pgvector tenant's embedder (all at once); print what each answered; the failures as issues."""
+    from shared.config.tenant_schema import Issue
+    from shared.config.yaml_lines import line_of
+    from shared.memory.probe import probe_all
+
+    index = {t.tenant_id: i for i, t in enumerate(tenants)}
+    issues = []
+    for result in probe_all(tenants):
+        if result.ok:
+            print(f"{result.tenant_id}: {result.describe()}")
+            continue
+        path = ("tenants", index[result.tenant_id], "embedding_model")
+        issues.append(Issue(path, f"tenant {result.tenant_id}: {result.describe()} (wabot check --no-probe "
+                                  f"skips this check)", line_of(lines, path)))
+    return issues
 
 
 def _start_up_issues(tenant, index: int, lines) -> list:
@@ -167,7 +191,9 @@ def cmd_chat(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wabot", description="Multi-tenant WhatsApp LLM bot")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate settings and tenants.yaml").set_defaults(fn=cmd_check)
+    p = sub.add_parser("check", help="validate settings and tenants.yaml, and probe each tenant's embedder")
+    p.add_argument("--no-probe", action="store_true", help="offline: do not call the embedding servers")
+    p.set_defaults(fn=cmd_check)
     p = sub.add_parser("migrate", help="apply SQL migrations to tenant databases")
     p.add_argument("--tenant", help="only this tenant")
     p.set_defaults(fn=cmd_migrate)

@@ -2,7 +2,11 @@
 
 It speaks what `openai` SDK clients (and DeepSeek/Ollama/vLLM clients) send and expect:
 - POST /v1/chat/completions  -> `chat.completion` objects with `content` and/or `tool_calls`, `usage` ...
-- POST /v1/embeddings        -> `list` of `embedding` objects
+- POST /v1/embeddings        -> `list` of `embedding` objects; with `embedding_mode="per_token"` exactly what
+  llama-cpp-python's server (0.3.x, a model without pooling) answers: one unnormalised vector per token (a BOS token
+  first) for each input, `encoding_format` ignored, and, like 0.3.36, wrong vectors (unrelated to the text) for
+  every input after the first of a request; `embeddings_status` makes every embeddings call fail with that HTTP
+  status (an embedder outage)
 - POST /v1/audio/transcriptions (multipart `file`, `model`) -> `{"text": ...}`: the uploaded bytes read as UTF-8,
   so a test "speaks" by uploading text; recorded with json `{"model", "filename", "bytes"}`
 
@@ -66,9 +70,13 @@ class FakeOpenAI(LocalServer):
     thread_name = "fake-openai"
 
     def __init__(self, api_keys: set[str] | None = None, embedding_dim: int = 256, host: str = "127.0.0.1",
-                 port: int = 0):
+                 port: int = 0, embedding_mode: str = "pooled"):
+        if embedding_mode not in ("pooled", "per_token"):
+            raise ValueError("embedding_mode must be pooled or per_token")
         self.api_keys = set(api_keys) if api_keys is not None else None
         self.embedding_dim = embedding_dim
+        self.embedding_mode = embedding_mode
+        self.embeddings_status: int | None = None  # set: every embeddings call answers this HTTP error
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._script: list[dict] = []
@@ -190,6 +198,10 @@ class FakeOpenAI(LocalServer):
         return _json({"text": audio.decode("utf-8", errors="replace")})
 
     def _embeddings(self, body: dict) -> Response:
+        if self.embeddings_status:
+            return _json(error_body(self.embeddings_status), self.embeddings_status)
+        if self.embedding_mode == "per_token":
+            return self._per_token_embeddings(body)
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
@@ -203,6 +215,44 @@ class FakeOpenAI(LocalServer):
             "model": body["model"],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
+
+
+    def _per_token_embeddings(self, body: dict) -> Response:
+        """llama-cpp-python's `Llama.create_embedding` for a model without pooling, as its FastAPI server sends it:
+        `input` a string or a list of strings (anything else: 422 like its request validation), per input a list
+        of token vectors, keys in its order, compact JSON. Its bug too: the token vectors of every input after the
+        first of a request are not that text's (0.3.36 answers unrelated numbers there; here: salted hashes)."""
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+            return _json({"detail": [{"type": "string_type", "loc": ["body", "input"],
+                                      "msg": "Input should be a valid string"}]}, 422)
+        data, total = [], 0
+        for i, text in enumerate(inputs):
+            tokens = llama_tokens(text)
+            total += len(tokens)
+            salt = "" if i == 0 else f"garbage-{i}-{inputs[0]}:"
+            data.append({"object": "embedding", "embedding": [token_vector(salt + t, self.embedding_dim)
+                                                              for t in tokens], "index": i})
+        payload = {"object": "list", "data": data, "model": body["model"],
+                   "usage": {"prompt_tokens": total, "total_tokens": total}}
+        return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status=200,
+                        mimetype="application/json")
+
+
+def llama_tokens(text: str) -> list[str]:
+    """The fake tokenizer of the per-token mode: a BOS token, then words and punctuation."""
+    return ["<bos>"] + re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def token_vector(token: str, dim: int) -> list[float]:
+    """A token's (unnormalised, deterministic) vector: a few hashed coordinates of magnitude 0.5-2; BOS is small."""
+    vec = [0.0] * dim
+    digest = hashlib.blake2b(token.encode(), digest_size=32).digest()
+    for k in range(0, 32, 4):
+        h = int.from_bytes(digest[k:k + 4], "big")
+        vec[h % dim] += (0.5 + (h >> 24) / 170.0) * (1 if h & 1 else -1) * (0.2 if token == "<bos>" else 1.0)
+    return vec
 
 
 def _bearer(headers: dict) -> str | None:

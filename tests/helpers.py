@@ -69,3 +69,7 @@ def delivery_report(message_id: str, phone: str, group: str, name: str, error: d
 
 
 AUTH = {"X-Webhook-Token": WEBHOOK_TOKEN}
+# Settings that load without any server (for `wabot check` and config parsing tests): nothing is reached.
+OFFLINE_ENV = {"REDIS_URL": "redis://127.0.0.1/0", "WEBHOOK_VERIFY_TOKEN": "t", "LLM_PROVIDER": "mock",
+               "INFOBIP_BASE_URL": "https://x.api.infobip.com", "INFOBIP_API_KEY": "k",
+               "DATABASE_URL_DEFAULT": "postgresql://u@db.example/postgres", "INFOBIP_WABA_NUMBERS": ""}

@@ -12,7 +12,8 @@ import pytest
 from helpers import GAMMA_LLM_KEY, INFOBIP_KEY
 from shared.delivery.infobip.client import InfobipClient, MediaDownloadError, MediaRefused, MediaTooLarge
 from devtools.sandbox import InfobipSandbox
-from shared.llm import LLMError, provider_for
+from shared.llm import LLMError
+from shared.llm.factory import provider_for
 from shared.llm.mock import MockProvider
 from shared.llm.openai_compat import OpenAICompatProvider
 from shared.config.llm import LLMSettings

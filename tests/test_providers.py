@@ -17,7 +17,8 @@ from fake_openai import FakeOpenAI
 from devtools import cli
 from shared.db.migrate import migrate_tenant
 from shared.errors import ConfigError
-from shared.llm import LLMError, provider_for
+from shared.llm import LLMError
+from shared.llm.factory import provider_for
 from shared.llm.base import answered_by
 from shared.config.providers import ProviderCache, resolve_llm
 from shared.llm.openai_compat import OpenAICompatProvider

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtools import cli
+from helpers import OFFLINE_ENV
 from shared.config.yaml_lines import line_of, load_with_lines
 
 FIVE_MISTAKES = """\
@@ -31,10 +32,7 @@ tenants:
 
 @pytest.fixture
 def check_env(tmp_path, monkeypatch):
-    for key, value in {"REDIS_URL": "redis://127.0.0.1/0", "WEBHOOK_VERIFY_TOKEN": "t", "LLM_PROVIDER": "mock",
-                       "INFOBIP_BASE_URL": "https://x.api.infobip.com", "INFOBIP_API_KEY": "k",
-                       "DATABASE_URL_DEFAULT": "postgresql://u@db.example/postgres",
-                       "INFOBIP_WABA_NUMBERS": ""}.items():
+    for key, value in OFFLINE_ENV.items():
         monkeypatch.setenv(key, value)
 
     def write(text: str) -> str:

@@ -5,6 +5,7 @@ Run with a thread pool (`-P threads -c 50`): turns wait seconds on the LLM, so m
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -14,7 +15,7 @@ from shared.llm.base import LLMError
 from shared.log import bind
 from shared.queueing.tasks import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
 from workers.app import app
-from workers.base import WabotTask
+from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 # The tenant database is away or busy and nothing was committed: retried without a bound (waits capped below the
 # broker's visibility timeout). The ingress already acknowledged the webhook.
 DATABASE_AWAY = (psycopg.OperationalError, PoolTimeout)
-TURN_RETRIES = 8  # retryable failures (LLM 429/5xx after the SDK's own retries, database away), with backoff
+TURN_RETRIES = 8  # retryable failures (LLM outages and rate limits, database away), with backoff
 MAX_WAITS = 600   # busy/debounce re-checks of about a second each
 
 
@@ -58,6 +59,14 @@ def handle_message(self, payload: dict) -> dict:
     return {"status": stored.status, "duplicate": stored.duplicate}
 
 
+def llm_retry_in(exc: LLMError, failures: int, failing_since: float, ceiling: float, now: float) -> float | None:
+    """When to try a turn again after a retryable model failure (never before the provider's circuit may close,
+    or its keys cool down), or None when that would pass the turn's model-time ceiling (`llm.turn_seconds`):
+    then the user gets the apology now rather than an answer minutes late."""
+    wait = max(backoff(failures), exc.retry_after or 0.0)
+    return None if now + wait - failing_since > ceiling else wait
+
+
 @app.task(name=TASK_RUN_TURN, queue=QUEUE_INBOUND, base=WabotTask, bind=True, max_retries=None,
           confirms_accepted=True)
 def run_turn(self, payload: dict) -> dict:
@@ -65,15 +74,22 @@ def run_turn(self, payload: dict) -> dict:
     rt = get_runtime()
     tenant = rt.tenants.require(payload["tenant_id"])
     user_id = int(payload["user_id"])
+    started = time.time()
     try:
         outcome = run_user_turn(tenant, rt.turn_deps, self.uow, user_id, payload.get("request_id"))
     except Exception as exc:  # the turn's transaction rolled back: its messages are still `received`
-        retryable = isinstance(exc, DATABASE_AWAY) or (isinstance(exc, LLMError) and exc.retryable)
         failures = int(payload.get("failures", 0))  # counted apart from the busy/debounce re-checks below
-        log.warning("turn failed", extra={"error_type": exc.__class__.__name__, "retry": retryable,
+        since = float(payload.get("failing_since") or started)
+        wait = None
+        if isinstance(exc, DATABASE_AWAY):
+            wait = backoff(failures)
+        elif isinstance(exc, LLMError) and exc.retryable:
+            wait = llm_retry_in(exc, failures, since, tenant.llm.turn_seconds, time.time())
+        log.warning("turn failed", extra={"error_type": exc.__class__.__name__, "retry": wait is not None,
                                           "failures": failures})
-        if retryable and failures < TURN_RETRIES:
-            raise self.retry_later(exc, failures, kwargs={"payload": {**payload, "failures": failures + 1}})
+        if wait is not None and failures < TURN_RETRIES:
+            raise self.retry(countdown=wait, exc=exc, kwargs={"payload": {
+                **payload, "failures": failures + 1, "failing_since": since}})
         log.exception("turn failed for good")
         give_up(tenant, rt.turn_deps, self.uow, user_id, payload.get("request_id"))
         raise

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 from shared.db.pools import TenantPools
 from shared.delivery.infobip.client import InfobipClient
 from shared.config.providers import ProviderCache
+from shared.llm.breaker import Breakers
+from shared.llm.factory import provider_for
 from shared.memory.embedders import embedder_for
 from shared.memory.store import MemoryStore
+from shared.memory.probe import probe_and_log
 from shared.delivery.outbox import client_for
 from shared.conversation.ratelimit import RateLimiter, tenant_limits
 from shared.agents.registry import validate_agents
@@ -55,13 +58,16 @@ class Runtime:
         )
 
     def check(self) -> None:
-        """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now."""
+        """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now;
+        then probe each embedder (pgvector tenants): a failing probe is logged as an error naming the tenant and
+        the problem, and start-up goes on (memory uses full-text search until the embedder answers)."""
 
         for tenant in self.tenants:
             validate_agents(tenant)
             build_registry(tenant)
             tenant_limits(tenant)
             self.memory(tenant)
+        probe_and_log(self.tenants, lambda tenant: self.memory(tenant).embedder)
 
 
 _runtime: Runtime | None = None
@@ -74,6 +80,9 @@ def get_runtime() -> Runtime:
         with _runtime_lock:
             if _runtime is None:
                 settings = current_settings()
+                # circuit state is shared by every worker process through Redis (shared.llm.breaker)
+                breakers = Breakers(redis_client(settings.redis_url))
                 _runtime = Runtime(settings=settings, tenants=load_tenants(settings),
-                                   pools=TenantPools(max_size=settings.db_pool_max))
+                                   pools=TenantPools(max_size=settings.db_pool_max),
+                                   providers=ProviderCache(build=partial(provider_for, breakers=breakers)))
     return _runtime

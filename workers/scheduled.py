@@ -11,8 +11,8 @@ from shared.db.messages import abandoned_users, stalled_users
 from shared.clock import utcnow
 from shared.delivery.outbox import requeue_stalled
 from shared.delivery.reminder_dispatch import claim_due_reminders
-from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_DISPATCH_REMINDERS, TASK_RECOVER, TASK_REDRIVE_ACCEPTED,
-                              TASK_RUN_TURN, enqueue)
+from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_BACKFILL_EMBEDDINGS, TASK_DISPATCH_REMINDERS, TASK_RECOVER,
+                                   TASK_REDRIVE_ACCEPTED, TASK_RUN_TURN, enqueue)
 from shared.conversation.turn import give_up
 from workers.app import app
 from workers.base import WabotTask, worker_redis
@@ -46,6 +46,29 @@ def dispatch_reminders(self, payload: dict | None = None) -> int:
     if sent:
         log.info("reminders dispatched", extra={"count": sent})
     return sent
+
+
+@app.task(name=TASK_BACKFILL_EMBEDDINGS, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
+def backfill_embeddings(self, payload: dict | None = None) -> int:
+    """Embed memory stored without its vector (saved while the embedder failed; found by full-text meanwhile).
+    A tenant whose embedder still fails is skipped with a warning and tried again at the next beat."""
+    rt, done = get_runtime(), 0
+    for tenant in rt.tenants:
+        if tenant.vector_store == "sql_fallback":
+            continue
+        try:
+            for _ in range(MAX_BATCHES):
+                with self.uow.transaction(tenant) as tx:
+                    embedded = rt.memory(tenant).backfill_embeddings(tx.conn, BATCH)
+                done += embedded
+                if embedded < BATCH:
+                    break
+        except Exception as exc:
+            log.warning("embedding backfill failed; next beat tries again",
+                        extra={"tenant_id": tenant.tenant_id, "error_type": exc.__class__.__name__})
+    if done:
+        log.info("memory embedded after an embedder outage", extra={"count": done})
+    return done
 
 
 # Longer than a turn's own retries with backoff (about 8 minutes at most), so the sweep does not pile new turn

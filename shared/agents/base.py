@@ -36,6 +36,7 @@ class LLMCall:
     latency_ms: int
     tools_used: tuple[str, ...] = ()
     purpose: str = "chat"
+    entry: str = ""           # the configured provider entry that answered (primary, fallback, a row's name)
 
 
 @dataclass

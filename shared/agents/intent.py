@@ -5,6 +5,7 @@ enabled tool.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import time
@@ -12,8 +13,10 @@ from functools import lru_cache
 from typing import Iterable
 
 from shared.agents.base import Intent, LLMCall
-from shared.llm.base import LLMProvider, answered_by
+from shared.llm.base import LLMProvider, answered_by, answered_entry
 from shared.conversation.tokens import clip_text, estimate_messages
+
+log = logging.getLogger(__name__)
 
 _DB = re.compile(
     r"\b(remind|reminders?|remember|save|note|notes|schedul\w*|agenda|calendar|appointments?|events?|meetings?|"
@@ -115,12 +118,15 @@ def _ask_llm(text: str, llm: LLMProvider, calls: list[LLMCall] | None, max_token
     started = time.monotonic()
     try:
         result = llm.chat(intent_messages(text, max_tokens))
-    except Exception:
+    except Exception as exc:  # costs tokens, not the answer: every enabled tool is offered instead
+        log.warning("intent call failed; offering every tool", extra={"error_type": exc.__class__.__name__,
+                                                                      "error": str(exc)[:300]})
         return Intent("unknown", "default", 0.0)
     if calls is not None:
         provider, model = answered_by(result, llm)
         calls.append(LLMCall(provider, model, result.usage.prompt_tokens, result.usage.completion_tokens,
-                             int((time.monotonic() - started) * 1000), (), "intent"))
+                             int((time.monotonic() - started) * 1000), (), "intent",
+                             answered_entry(result, llm)))
     word = re.findall(r"[a-z]+", (result.content or "").lower())
     name = word[0] if word and word[0] in ("smalltalk", "db", "http") else "unknown"
     return Intent(name, "llm", 0.5)

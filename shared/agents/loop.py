@@ -2,6 +2,8 @@
 
 Tool failures and invalid arguments come back to the model as error results (it may correct itself); when the
 step budget runs out, one last call without tools asks for a plain answer, so the user always gets a reply.
+When a tool has already acted (saved, set, deleted, called an API) and the model then fails to answer, the user
+is told what was done rather than an apology: the action commits with the reply, so the words must match it.
 """
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ from typing import Any
 
 from shared.agents.base import AgentRequest, AgentResponse, LLMCall
 from shared.conversation.prompt import fit_messages
-from shared.llm.base import answered_by
+from shared.llm.base import LLMError, answered_by, answered_entry
 from shared.conversation.tokens import prompt_budget
 
 log = logging.getLogger(__name__)
 
 GIVE_UP = "Sorry, I couldn't finish that just now. Could you try again, maybe in simpler words?"
+
+
+def done_text(request: AgentRequest, acted: list[str]) -> str:
+    """What the user is told when the model cannot put it into words after tools acted: each action's phrase."""
+    phrases = list(dict.fromkeys(request.registry.get(name).done_phrase for name in acted))
+    return "Done: " + "; ".join(phrases) + ". (I couldn't write a fuller answer just now.)"
 
 
 def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dict] | None, purpose: str):
@@ -26,22 +34,34 @@ def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dic
     result = request.llm.chat(messages, tools=tools or None)
     latency = int((time.monotonic() - started) * 1000)
     provider, model = answered_by(result, request.llm)
-    return result, LLMCall(provider, model, result.usage.prompt_tokens,
-                           result.usage.completion_tokens, latency, tuple(c.name for c in result.tool_calls), purpose)
+    return result, LLMCall(provider, model, result.usage.prompt_tokens, result.usage.completion_tokens, latency,
+                           tuple(c.name for c in result.tool_calls), purpose, answered_entry(result, request.llm))
 
 
 def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> AgentResponse:
     messages = list(request.messages)
     schemas = request.registry.openai_schemas(tool_names) if tool_names else []
     response = AgentResponse(text="", agent=agent, tools_offered=list(tool_names), calls=request.calls)
+    acted: list[str] = []   # tools that changed something, successfully
     for step in range(max(1, request.max_steps)):
         if step and request.deadline is not None and time.monotonic() > request.deadline:
             break  # the turn has run long enough (thread pools do not enforce Celery's time limits)
-        result, call = _call(request, messages, schemas, "chat")
+        try:
+            result, call = _call(request, messages, schemas, "chat")
+        except LLMError:
+            if not acted:
+                raise  # nothing done yet: the turn fails and is retried, or the user gets the apology
+            log.warning("model failed after tools acted; the user is told what was done", exc_info=True)
+            response.text = done_text(request, acted)
+            return response
         response.calls.append(call)
         response.steps += 1
         if not result.tool_calls:
             response.text = (result.content or "").strip()
+            if not response.text:  # providers retry empty answers once themselves; still nothing is a failure
+                if not acted:
+                    raise LLMError(f"{call.entry or call.provider} answered nothing", retryable=False)
+                response.text = done_text(request, acted)
             return response
         messages.append({"role": "assistant", "content": result.content or "",
                          "tool_calls": [{"id": c.id, "type": "function",
@@ -54,6 +74,8 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
                 outcome = request.registry.call(request.tool_ctx, c.name, c.arguments)
                 content = outcome.content
                 response.tools_used.append(c.name)
+                if not outcome.is_error and not request.registry.get(c.name).annotations.readOnlyHint:
+                    acted.append(c.name)
             messages.append({"role": "tool", "tool_call_id": c.id, "content": content})
     # Out of steps: one call without tools for a plain answer.
     response.stopped_early = True
@@ -62,10 +84,10 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
     try:
         result, call = _call(request, messages, None, "final")
         response.calls.append(call)
-        response.text = (result.content or "").strip() or GIVE_UP
+        response.text = (result.content or "").strip() or (done_text(request, acted) if acted else GIVE_UP)
     except Exception:
         log.exception("final answer failed")
-        response.text = GIVE_UP
+        response.text = done_text(request, acted) if acted else GIVE_UP
     return response
 
 

@@ -2,10 +2,11 @@
 
 tenants.yaml (with the environment defaults merged in) is read once at start-up into `tenant.llm`; the tenant's
 `llm_providers` table can be changed while workers run (`wabot providers set-active`). The active row replaces
-the yaml block as a whole (its own keys, URL and fallback row); timeout and max_retries stay the yaml's, since
-the table has no columns for them. Rows store names of environment variables, never keys, and only names the
-api_key_envs allowlist accepts (shared.config.llm.key_env_problem): a row cannot borrow INFOBIP_API_KEY or a
-webhook token as a Bearer key for its own base_url.
+the yaml block as a whole (its own keys, URL and fallback row); timeout, max_retries, max_tokens, turn_seconds and
+circuit_seconds stay the yaml's, since the table has no columns for them. Usage rows name the row that answered.
+Rows store names of environment variables, never keys, and only names the api_key_envs allowlist accepts
+(shared.config.llm.key_env_problem): a row cannot borrow INFOBIP_API_KEY or a webhook token as a Bearer key for
+its own base_url.
 `ProviderCache` re-reads the table at most every `ttl_seconds` per tenant, so a change reaches running workers
 within the TTL, and keeps the same provider object while the settings stay equal (key cool-downs survive).
 A row that cannot be used (it names a variable not set in the workers' environment, an unknown fallback ...) does
@@ -63,9 +64,13 @@ def settings_from_row(row: Mapping[str, Any], tenant: Tenant, env: Mapping[str, 
     if EMBEDDING_DIMS.get(model_embed, tenant.embedding_dim) != tenant.embedding_dim:
         raise ConfigError(f"{where}: model_embed {model_embed} does not make {tenant.embedding_dim}-dimensional "
                           f"vectors like the tenant's embedding_model")
+    model_chat = row["model_chat"] or default_chat_model(provider)
+    if not model_chat:
+        raise ConfigError(f"{where}: model_chat is not set: provider {provider} serves the model it was started "
+                          f"with; name it in the row")
     return LLMSettings(
         provider=provider,
-        model_chat=row["model_chat"] or default_chat_model(provider),
+        model_chat=model_chat,
         model_embed=model_embed,
         base_url=row["base_url"] or None,
         api_key=keys[0] if keys else "",
@@ -74,6 +79,10 @@ def settings_from_row(row: Mapping[str, Any], tenant: Tenant, env: Mapping[str, 
         timeout=tenant.llm.timeout,
         max_retries=tenant.llm.max_retries,
         source=f"llm_providers:{row['name']}",
+        name=row["name"],
+        max_tokens=tenant.llm.max_tokens,
+        turn_seconds=tenant.llm.turn_seconds,
+        circuit_seconds=tenant.llm.circuit_seconds,
     )
 
 

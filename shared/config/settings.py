@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from shared.errors import ConfigError
 from shared.phone import normalize_number
 
-LLM_PROVIDERS = ("openai", "deepseek", "ollama", "mock")
+LLM_PROVIDERS = ("openai", "deepseek", "ollama", "vllm", "llamacpp", "mock")
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 DEFAULT_INFOBIP_RETRY_BASE = 2.0  # seconds: the first wait of an Infobip send's backoff (infobip/retry.py)
 T = TypeVar("T")

@@ -82,5 +82,4 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
                            registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps, calls=calls,
                            deadline=started + TURN_DEADLINE_SECONDS)
     response = orchestrator.handle(request, route)
-    text_out = response.text or "Sorry, I have no answer to that."
-    return EngineReply(text_out, intent, response, calls, prompt.tokens, prompt.history_used, len(memories))
+    return EngineReply(response.text, intent, response, calls, prompt.tokens, prompt.history_used, len(memories))

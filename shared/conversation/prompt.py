@@ -90,7 +90,7 @@ def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[s
         last_user -= 1
     clippable = [i for i in range(first, len(out)) if isinstance(out[i].get("content"), str)]
     while over > 0 and clippable:
-        i = max(clippable, key=lambda k: len(out[k]["content"]))
+        i = max(clippable, key=lambda k: estimate_text(out[k]["content"]))  # by tokens: CJK costs more per char
         before = estimate_text(out[i]["content"])
         target = max(MIN_CLIP_TOKENS, before - over)
         if target >= before:

@@ -148,7 +148,8 @@ def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: li
             started = time.monotonic()
             text = transcribe_voice(tenant, deps.infobip_for(tenant), llm, m["payload"] or {})
             calls.append(LLMCall(llm.name, getattr(llm, "transcription_model", "whisper-1"), 0, 0,
-                                 int((time.monotonic() - started) * 1000), (), "transcription"))
+                                 int((time.monotonic() - started) * 1000), (), "transcription",
+                                 getattr(llm, "entry", "")))
             if text:
                 m["body"] = f"[voice note] {text}"
                 messages.set_body(conn, m["id"], m["body"])
@@ -184,7 +185,7 @@ def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str
                 record_usage(tx.conn, user_id=user_id, request_id=request_id, provider=call.provider,
                              model=call.model, prompt_tokens=call.prompt_tokens,
                              completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
-                             tools_used=list(call.tools_used))
+                             tools_used=list(call.tools_used), provider_entry=call.entry or None)
     except Exception:
         log.exception("usage not recorded", extra={"calls": len(calls)})
 

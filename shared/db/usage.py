@@ -27,13 +27,13 @@ def budget_spent(conn: psycopg.Connection, tenant: Tenant, now: datetime) -> boo
 
 def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: str | None, provider: str,
                  model: str, prompt_tokens: int, completion_tokens: int, latency_ms: int,
-                 tools_used: list[str]) -> None:
+                 tools_used: list[str], provider_entry: str | None = None) -> None:
     conn.execute(
         """
         INSERT INTO llm_usage (user_id, request_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
-                               latency_ms, tools_used)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                               latency_ms, tools_used, provider_entry)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         """,
         (user_id, request_id, provider, model, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
-         latency_ms, tools_used),
+         latency_ms, tools_used, provider_entry),
     )

@@ -6,12 +6,17 @@ from typing import Any, Protocol, Sequence
 
 
 class LLMError(Exception):
-    """A provider call failed after its retries. `retryable` says whether trying again later may help."""
+    """A provider call failed after its retries. `retryable` says whether trying again later may help; `outage`
+    that the server did not answer usefully (timeout, connection, 5xx): what trips the circuit breaker;
+    `retry_after` (seconds) when the failure knows how long to wait."""
 
-    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None):
+    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None, outage: bool = False,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.outage = outage
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,12 @@ class ChatResult:
     model: str = ""  # the model that actually answered (the fallback's, when the fallback answered)
     finish_reason: str | None = None
     provider: str = ""  # the provider that actually answered ('' from providers that do not say: use their .name)
+    entry: str = ""     # the configured entry that answered (tenants.yaml `name`, an llm_providers row): usage rows
+                        # tell a fallback from the primary even when both are `openai`
+
+
+def answered_entry(result: ChatResult, llm: "LLMProvider") -> str:
+    return result.entry or getattr(llm, "entry", "") or ""
 
 
 def answered_by(result: ChatResult, llm: "LLMProvider") -> tuple[str, str]:
@@ -53,6 +64,6 @@ class LLMProvider(Protocol):
     model: str
 
     def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
-             temperature: float | None = None) -> ChatResult: ...
+             temperature: float | None = None, tool_choice: Any = None) -> ChatResult: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...

@@ -1,4 +1,5 @@
-"""A primary provider with a fallback: when the primary fails after its own retries, the fallback answers.
+"""A primary provider with a fallback: when the primary fails (its deadline passed, an error, an empty answer
+twice) or its circuit is open (it failed just now), the fallback answers at once.
 
 The answer says who answered (ChatResult.provider / .model), so usage is booked on the provider that did the
 work. Embeddings fail over only when both sides use the same embedding model: vectors of another model live in
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from shared.llm.base import ChatResult, LLMError, LLMProvider
+from shared.llm.breaker import CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ class FailoverProvider:
         self.primary, self.fallback = primary, fallback
         self.name = primary.name  # who we mean to talk to; each ChatResult names who did answer
         self.model = primary.model
+        self.entry = getattr(primary, "entry", "")
         # Transcription goes to the primary only: the fallback may be a provider without an audio API.
         self.supports_transcription = bool(getattr(primary, "supports_transcription", False))
 
@@ -27,22 +30,21 @@ class FailoverProvider:
         return f"FailoverProvider({self.primary!r} -> {self.fallback!r})"
 
     def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
-             temperature: float | None = None) -> ChatResult:
+             temperature: float | None = None, tool_choice: Any = None) -> ChatResult:
         try:
-            result = self.primary.chat(messages, tools=tools, temperature=temperature)
-            return replace(result, provider=result.provider or self.primary.name,
-                           model=result.model or self.primary.model)
+            return _named(self.primary.chat(messages, tools=tools, temperature=temperature, tool_choice=tool_choice),
+                          self.primary)
         except LLMError as exc:
-            log.warning("LLM primary failed; the fallback answers", extra={
+            report = log.info if isinstance(exc, CircuitOpen) else log.warning  # skipped: said when it opened
+            report("LLM primary failed; the fallback answers", extra={
                 "llm_provider": self.primary.name, "llm_model": self.primary.model, "error": str(exc),
                 "status": exc.status, "fallback_provider": self.fallback.name, "fallback_model": self.fallback.model})
         try:
-            result = self.fallback.chat(messages, tools=tools, temperature=temperature)
+            result = self.fallback.chat(messages, tools=tools, temperature=temperature, tool_choice=tool_choice)
         except LLMError as exc:
             raise LLMError(f"primary {self.primary.name} and fallback {self.fallback.name} both failed: {exc}",
-                           retryable=exc.retryable, status=exc.status) from None
-        return replace(result, provider=result.provider or self.fallback.name,
-                       model=result.model or self.fallback.model)
+                           retryable=exc.retryable, status=exc.status, retry_after=exc.retry_after) from None
+        return _named(result, self.fallback)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         try:
@@ -59,3 +61,9 @@ class FailoverProvider:
         if not self.supports_transcription:
             raise LLMError(f"{self.primary.name} has no transcription API", retryable=False)
         return self.primary.transcribe(audio, filename, content_type)  # type: ignore[attr-defined]
+
+
+def _named(result: ChatResult, by: LLMProvider) -> ChatResult:
+    """The answer labelled with who gave it (providers that do not say get their configured names)."""
+    return replace(result, provider=result.provider or by.name, model=result.model or by.model,
+                   entry=result.entry or getattr(by, "entry", "") or by.name)

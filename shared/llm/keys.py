@@ -62,3 +62,10 @@ class KeyRing:
             reasons = [f"key #{i}: {r}" for i, r in enumerate(self._reason) if self._aside_until[i] > now]
             healing = any(now < u < FOREVER for u in self._aside_until)
         return "; ".join(reasons), healing
+
+    def ready_in(self) -> float:
+        """Seconds until the soonest key set aside for a cooldown is usable again (inf when none heals)."""
+        now = self._clock()
+        with self._lock:
+            healing = [u - now for u in self._aside_until if now < u < FOREVER]
+        return max(0.0, min(healing)) if healing else FOREVER

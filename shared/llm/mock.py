@@ -68,14 +68,15 @@ class MockProvider:
     name = "mock"
     supports_transcription = False  # voice notes get the polite "can't read" answer
 
-    def __init__(self, model: str = "mock-chat", dim: int = 256):
+    def __init__(self, model: str = "mock-chat", dim: int = 256, entry: str = "mock"):
         self.model = model
+        self.entry = entry
         self.dim = dim
         self._calls = 0
 
     # ---- chat
     def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
-             temperature: float | None = None) -> ChatResult:
+             temperature: float | None = None, tool_choice: Any = None) -> ChatResult:
         self._calls += 1
         system = _system(messages)
         if messages and messages[-1].get("role") == "tool":

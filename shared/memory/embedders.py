@@ -6,7 +6,10 @@
 
 `embedder_for(tenant)` picks one from `tenant.embedding_model` and the optional tenant block
 `embedding: {provider, base_url, api_key}`. Every vector an embedder returns has exactly `dim` numbers (the
-size of the tenant's `vector(dim)` column); a model that answers another size is a configuration error.
+size of the tenant's `vector(dim)` column); a model that answers another size is a configuration error
+(`DimensionMismatch`, naming both sizes). Servers that answer one vector per token (llama.cpp's server with a model
+without pooling) are mean-pooled and L2-normalised here, in one place (`one_vector`), and asked one text per
+request (see OpenAICompatEmbedder); an unusable answer (ragged, empty, not numbers) is an LLMError naming its shape.
 """
 from __future__ import annotations
 
@@ -81,7 +84,13 @@ class HashEmbedder:
 
 
 class OpenAICompatEmbedder:
-    """Embeddings from an OpenAI-compatible server; inputs go in as few requests as the server allows."""
+    """Embeddings from an OpenAI-compatible server; inputs go in as few requests as the server allows.
+
+    A server that answers per-token vectors (llama.cpp's server, llama-cpp-python 0.3.x, for a model without
+    pooling) gets one text per request from then on: its per-token vectors of every input after the first of a
+    request are wrong (unrelated to the text; checked against 0.3.36), and even the first one's differ slightly
+    from the same text sent alone, so the batch that showed it is asked again, one text at a time.
+    """
 
     MAX_BATCH = 512  # OpenAI accepts up to 2048 inputs per request; stay well below for local servers
 
@@ -90,25 +99,89 @@ class OpenAICompatEmbedder:
         self.name = model
         self.dim = dim
         self.provider = provider
+        self.one_text_per_request = False  # set once the server answers per-token vectors
         self._client = OpenAICompatProvider(name=provider, model=model, api_key=api_key, base_url=base_url,
                                             embed_model=model, timeout=timeout)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         texts = [_check_text(t) for t in texts]
         out: list[list[float]] = []
-        for start in range(0, len(texts), self.MAX_BATCH):
-            chunk = texts[start:start + self.MAX_BATCH]
-            vectors = self._client.embed([t if t.strip() else " " for t in chunk])  # servers refuse ""
-            if len(vectors) != len(chunk):
-                raise LLMError(f"{self.provider} embeddings returned {len(vectors)} vectors for {len(chunk)} texts",
-                               retryable=False)
-            for v in vectors:
-                if len(v) != self.dim:
-                    raise ConfigError(f"embedding model {self.name!r} returned {len(v)} dimensions, but the "
-                                      f"tenant database stores {self.dim} (set config.embedding_dim to match "
-                                      f"the model, on a new database)")
-            out.extend([float(x) for x in v] for v in vectors)
+        while len(out) < len(texts):
+            chunk = texts[len(out):len(out) + (1 if self.one_text_per_request else self.MAX_BATCH)]
+            answered = self._request(chunk)
+            if len(chunk) > 1 and is_per_token(answered[0]):
+                self.one_text_per_request = True  # and this chunk again, one text at a time
+                continue
+            for raw in answered:
+                vec = one_vector(raw, f"{self.provider} embedding model {self.name!r}")
+                if len(vec) != self.dim:
+                    raise DimensionMismatch(self.name, len(vec), self.dim)
+                out.append(vec)
         return out
+
+    def _request(self, chunk: list[str]) -> list[Any]:
+        """One embeddings request: what the server answered per text, in order (not yet checked)."""
+        try:
+            answered = self._client.embed([t if t.strip() else " " for t in chunk])  # servers refuse ""
+        except (LLMError, ConfigError):
+            raise
+        except Exception as exc:  # the SDK's own parsing (e.g. "no embedding data"): never its text
+            raise LLMError(f"{self.provider} embeddings from model {self.name!r} failed: "
+                           f"{exc.__class__.__name__}", retryable=False) from None
+        if len(answered) != len(chunk):
+            raise LLMError(f"{self.provider} embeddings returned {len(answered)} vectors for {len(chunk)} texts",
+                           retryable=False)
+        return answered
+
+
+def is_per_token(raw: Any) -> bool:
+    """Whether a server's answer for one text is per-token vectors (a non-empty list of lists)."""
+    return isinstance(raw, (list, tuple)) and bool(raw) and all(isinstance(t, (list, tuple)) for t in raw)
+
+
+class DimensionMismatch(ConfigError):
+    """The model's vectors have another size than the tenant's `vector(dim)` column."""
+
+    def __init__(self, model: str, model_dim: int, column_dim: int):
+        self.model, self.model_dim, self.column_dim = model, model_dim, column_dim
+        super().__init__(
+            f"embedding model {model!r} returned {model_dim} dimensions, but the tenant database stores "
+            f"{column_dim} (column memory_chunks.embedding is vector({column_dim})): set config.embedding_dim: "
+            f"{model_dim} on a new tenant database (or migrate the column), or use a model that makes "
+            f"{column_dim}-dimension vectors")
+
+
+def one_vector(raw: Any, who: str) -> list[float]:
+    """One text's vector from what a server answered: a list of numbers as is, or per-token vectors (a list of
+    equally long lists of numbers, as llama.cpp's server sends for models without pooling) mean-pooled and
+    L2-normalised. Anything else is an LLMError naming the shape."""
+    if is_per_token(raw):
+        tokens = [_numbers(t, f"{who} answered per-token vectors, but token {i}") for i, t in enumerate(raw)]
+        sizes = sorted({len(t) for t in tokens})
+        if len(sizes) != 1:
+            raise LLMError(f"{who} answered per-token vectors of different sizes ({', '.join(map(str, sizes[:5]))})"
+                           f"; cannot pool them into one vector", retryable=False)
+        n = len(tokens)
+        mean = [sum(column) / n for column in zip(*tokens)]
+        norm = math.sqrt(sum(v * v for v in mean))
+        if not norm or not math.isfinite(norm):
+            raise LLMError(f"{who} answered per-token vectors whose mean is a zero vector", retryable=False)
+        return [v / norm for v in mean]
+    return _numbers(raw, f"{who} answered an embedding that")
+
+
+def _numbers(values: Any, what: str) -> list[float]:
+    """A non-empty list of finite numbers as floats, or an LLMError starting with `what`."""
+    if not isinstance(values, (list, tuple)):
+        raise LLMError(f"{what} is a {type(values).__name__}, not a list of numbers", retryable=False)
+    if not values:
+        raise LLMError(f"{what} is empty", retryable=False)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise LLMError(f"{what} holds a {type(v).__name__}, not only numbers", retryable=False)
+        if not math.isfinite(v):
+            raise LLMError(f"{what} holds {v!r}, not only finite numbers", retryable=False)
+    return [float(v) for v in values]
 
 
 def _check_text(text: Any) -> str:

@@ -13,6 +13,11 @@ Guarantees:
   would return too few rows once filtered).
 - Transactions: every method runs in the caller's transaction and never commits.
 - Batching: `add` embeds all its items in one embedder call.
+- Embedder failures (EMBEDDER_FAILURES: an LLMError, a ConfigError such as a wrong dimension, a connection error)
+  never cost a turn its memory: `search_or_fulltext` (and `relevant_for_prompt`) rank with full-text search
+  instead and say why; `add_or_defer` / `update_or_defer` store the text with a NULL embedding (found by
+  full-text search now, embedded later by `backfill_embeddings`) and say why. `problem()` words the reason
+  without secrets.
 """
 from __future__ import annotations
 
@@ -55,6 +60,9 @@ or our so that the their them then there these they this to too us was we were w
 with would you your yours about any please tell know remember hi hello hey""".split())
 
 _ITEM_COLUMNS = "id, user_id, kind, title, content, starts_at, metadata"
+_INSERT_COLUMNS = "user_id, kind, title, content, starts_at, metadata"
+# What an embedder (or building one) raises when it cannot embed: memory then works without embeddings.
+EMBEDDER_FAILURES = (LLMError, ConfigError, OSError)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,29 @@ class MemoryHit:
         return {"id": self.id, "kind": self.kind, "title": self.title, "content": self.content,
                 "starts_at": starts.isoformat() if starts else None, "metadata": self.metadata,
                 "score": round(self.score, 3), "scope": self.scope}
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What `search_or_fulltext` found, how it ranked (`mode`), and why semantic search was not used (None when
+    it was, or when the tenant is in sql mode anyway)."""
+
+    hits: list[MemoryHit]
+    mode: str
+    semantic_unavailable: str | None = None
+
+
+def embedder_problem(tenant: Tenant, exc: BaseException) -> str:
+    """Why an embedder failed, in words fit for a log line or the model: never a secret of the tenant."""
+    if isinstance(exc, (LLMError, ConfigError)):
+        text = str(exc) or exc.__class__.__name__
+    else:  # connection errors and the like: their text may quote URLs with credentials
+        text = f"embedding service unreachable ({exc.__class__.__name__})"
+    t = tenant
+    secrets = (t.llm.api_key, *t.llm.api_keys, t.embedding.api_key, t.infobip_api_key, t.webhook_token)
+    for secret in sorted({x for x in secrets if x and len(x) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text[:500]
 
 
 def embed_text(title: str | None, content: str) -> str:
@@ -216,31 +247,71 @@ class MemoryStore:
 
         pgvector mode embeds all items in one embedder call; an embedder failure raises before anything is written.
         """
+        return self._add(conn, user_id, items, defer=False)[0]
+
+    def add_or_defer(self, conn: psycopg.Connection, user_id: int | None,
+                     items: Sequence[NewItem]) -> tuple[list[int], str | None]:
+        """`add` that survives an embedder failure: the items are stored with a NULL embedding (full-text search
+        finds them now, `backfill_embeddings` embeds them later). Returns the ids and why they were not embedded
+        (None when they were, or when the tenant is in sql mode)."""
+        return self._add(conn, user_id, items, defer=True)
+
+    def _add(self, conn, user_id, items, defer: bool) -> tuple[list[int], str | None]:
         _check_user(user_id)
         items = list(items)
         if not all(isinstance(i, NewItem) for i in items):
             raise ValueError("items must be NewItem objects")
         if not items:
-            return []
-        pgvector = self.mode(conn) == "pgvector"
-        vectors = self.embedder.embed([i.embed_text() for i in items]) if pgvector else [None] * len(items)
-        if len(vectors) != len(items):
-            raise LLMError(f"embedder {self.embedder.name} returned {len(vectors)} vectors for {len(items)} texts",
-                           retryable=False)
+            return [], None
+        semantic, why = self._semantic(conn, defer)
+        vectors = self._embed([i.embed_text() for i in items], defer) if semantic else None
+        if isinstance(vectors, str):
+            why, vectors = vectors, None
         ids: list[int] = []
         with conn.cursor(row_factory=dict_row) as cur:
-            for item, vec in zip(items, vectors):
+            for k, item in enumerate(items):
                 params = [user_id, item.kind, item.title, item.content, item.starts_at, Jsonb(dict(item.metadata))]
-                if pgvector:
-                    row = cur.execute(
-                        "INSERT INTO memory_chunks (user_id, kind, title, content, starts_at, metadata, embedding) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id", params + [self._vector(vec)]).fetchone()
-                else:
-                    row = cur.execute(
-                        "INSERT INTO memory_chunks (user_id, kind, title, content, starts_at, metadata) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", params).fetchone()
+                columns = _INSERT_COLUMNS
+                if vectors is not None:
+                    columns += ", embedding"
+                    params.append(self._vector(vectors[k]))
+                row = cur.execute(f"INSERT INTO memory_chunks ({columns}) VALUES ({', '.join(['%s'] * len(params))}) "
+                                  "RETURNING id", params).fetchone()
                 ids.append(row["id"])
-        return ids
+        return ids, why
+
+    def _semantic(self, conn: psycopg.Connection, defer: bool = True) -> tuple[bool, str | None]:
+        """Whether embeddings are used here: (True, None) in pgvector mode, (False, None) in sql mode. When the
+        tenant's embedder cannot be built or does not fit the column: raises, or with `defer` (False, why)."""
+        try:
+            return self.mode(conn) == "pgvector", None
+        except EMBEDDER_FAILURES as exc:
+            if not defer:
+                raise
+            return False, self._failed(exc)
+
+    def _embed(self, texts: list[str], defer: bool) -> list[list[float]] | str:
+        """One embedder call for `texts`; with `defer`, a failure returns why (a str) instead of raising."""
+        try:
+            vectors = self.embedder.embed(texts)
+            if len(vectors) != len(texts):
+                raise LLMError(f"embedder {self.embedder.name} returned {len(vectors)} vectors for {len(texts)} "
+                               f"texts", retryable=False)
+            return vectors
+        except EMBEDDER_FAILURES as exc:
+            if not defer:
+                raise
+            return self._failed(exc)
+
+    def problem(self, exc: BaseException) -> str:
+        """Why the embedder failed, in words fit for a log line or the model: never a secret of the tenant."""
+        return embedder_problem(self.tenant, exc)
+
+    def _failed(self, exc: BaseException) -> str:
+        why = self.problem(exc)
+        log.warning("embedder failed; memory works without embeddings for this call",
+                    extra={"tenant_id": self.tenant.tenant_id, "error": why})
+        return why
 
     def update(self, conn: psycopg.Connection, user_id: int | None, item_id: int, **fields: Any) -> bool:
         """Change fields (kind, title, content, starts_at, metadata) of one of the user's own items.
@@ -248,6 +319,15 @@ class MemoryStore:
         Returns False (and changes nothing) when the item does not exist or belongs to someone else. A new title or
         content is re-embedded (pgvector mode) or has its stale embedding cleared (sql mode).
         """
+        return self._update(conn, user_id, item_id, fields, defer=False)[0]
+
+    def update_or_defer(self, conn: psycopg.Connection, user_id: int | None, item_id: int,
+                        **fields: Any) -> tuple[bool, str | None]:
+        """`update` that survives an embedder failure: a changed text gets a NULL embedding (embedded later by
+        `backfill_embeddings`). Returns whether the item was updated and why it was not re-embedded (or None)."""
+        return self._update(conn, user_id, item_id, fields, defer=True)
+
+    def _update(self, conn, user_id, item_id, fields: dict, defer: bool) -> tuple[bool, str | None]:
         _check_user(user_id)
         allowed = {"kind", "title", "content", "starts_at", "metadata"}
         unknown = sorted(set(fields) - allowed)
@@ -258,21 +338,26 @@ class MemoryStore:
                               "WHERE id = %s AND user_id IS NOT DISTINCT FROM %s FOR UPDATE",
                               (item_id, user_id)).fetchone()
             if row is None:
-                return False
+                return False, None
             merged = NewItem(**{k: fields.get(k, row[k]) for k in ("kind", "title", "content", "starts_at",
                                                                     "metadata")})
             sets = ["kind = %s", "title = %s", "content = %s", "starts_at = %s", "metadata = %s",
                     "updated_at = now()"]
             params: list[Any] = [merged.kind, merged.title, merged.content, merged.starts_at,
                                  Jsonb(dict(merged.metadata))]
+            why = None
             if embed_text(merged.title, merged.content) != embed_text(row["title"], row["content"]):
-                if self.mode(conn) == "pgvector":
+                semantic, why = self._semantic(conn, defer)
+                vectors = self._embed([merged.embed_text()], defer) if semantic else None
+                if isinstance(vectors, str):
+                    why, vectors = vectors, None
+                if vectors is not None:
                     sets.append("embedding = %s")
-                    params.append(self._vector(merged.embed_text()))
+                    params.append(self._vector(vectors[0]))
                 elif _db_facts(conn).has_vector:
-                    sets.append("embedding = NULL")  # stale; backfill_embeddings fills it if pgvector is turned on
+                    sets.append("embedding = NULL")  # stale or not embedded: backfill_embeddings fills it later
             cur.execute(f"UPDATE memory_chunks SET {', '.join(sets)} WHERE id = %s", params + [item_id])
-        return True
+        return True, why
 
     def delete(self, conn: psycopg.Connection, user_id: int | None, item_id: int) -> bool:
         """Delete one of the user's own items; False when there is no such item of this user."""
@@ -282,7 +367,8 @@ class MemoryStore:
         return cur.rowcount == 1
 
     def backfill_embeddings(self, conn: psycopg.Connection, batch: int = 100) -> int:
-        """Embed up to `batch` rows that have no embedding (written in sql mode); returns how many were embedded."""
+        """Embed up to `batch` rows that have no embedding (written in sql mode, or while the embedder was down);
+        returns how many were embedded."""
         if self.mode(conn) != "pgvector":
             return 0
         with conn.cursor(row_factory=dict_row) as cur:
@@ -322,10 +408,29 @@ class MemoryStore:
         if mode not in (None, *MODES):
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         kinds = _check_kinds(kinds)
-        actual = self.mode(conn)
-        if mode == "sql" or actual == "sql":
+        if mode == "sql" or self.mode(conn) == "sql":  # forced sql never touches the embedder
             return self._search_sql(conn, user_id, query, limit, kinds, min_score)
         return self._search_vector(conn, user_id, query, limit, kinds, min_score)
+
+    def search_or_fulltext(self, conn: psycopg.Connection, user_id: int | None, query: str, limit: int = 5,
+                           kinds: Iterable[str] | None = None, min_scores: Mapping[str, float] | None = None,
+                           ) -> SearchOutcome:
+        """`search` that never fails for the embedder: on any embedder failure (EMBEDDER_FAILURES) it ranks with
+        full-text search and says why in `semantic_unavailable`. `min_scores` per mode (default: the search
+        tool's floors). The semantic attempt runs in a savepoint, so a failure leaves the transaction usable.
+        Invalid arguments still raise ValueError."""
+        floors = DEFAULT_SEARCH_MIN_SCORE if min_scores is None else min_scores
+        semantic, why = self._semantic(conn)
+        if semantic:
+            try:
+                with conn.transaction():
+                    hits = self.search(conn, user_id, query, limit=limit, kinds=kinds, min_score=floors["pgvector"])
+                return SearchOutcome(hits, "pgvector")
+            except EMBEDDER_FAILURES as exc:
+                why = self._failed(exc)
+        with conn.transaction():
+            hits = self.search(conn, user_id, query, limit=limit, kinds=kinds, min_score=floors["sql"], mode="sql")
+        return SearchOutcome(hits, "sql", why)
 
     def _search_vector(self, conn, user_id, query, limit, kinds, min_score) -> list[MemoryHit]:
         q = self._vector(query)
@@ -397,21 +502,11 @@ class MemoryStore:
                             min_score: float | None = None) -> list[MemoryHit]:
         """What the engine adds to a turn's context when rag_enabled: a few items above the mode's floor.
 
-        A text without words gives nothing. When the embedder fails, this turn falls back to full-text ranking
-        (logged as a warning) rather than failing the user's message. The reads run in a savepoint, so even a
-        failing query leaves the caller's transaction usable.
+        A text without words gives nothing. On any embedder failure (unreachable, a wrong dimension, an unusable
+        answer) this turn falls back to full-text ranking (logged as a warning) rather than failing the user's
+        message. The semantic read runs in a savepoint, so a failing query leaves the caller's transaction usable.
         """
         if not query or not _TERM.search(query):
             return []
-        mode = self.mode(conn)
-        try:
-            with conn.transaction():
-                return self.search(conn, user_id, query[:2000], limit=limit,
-                                   min_score=DEFAULT_PROMPT_MIN_SCORE[mode] if min_score is None else min_score)
-        except LLMError as exc:
-            if mode != "pgvector":
-                raise
-            log.warning("embedder failed; memory for this turn uses full-text search",
-                        extra={"tenant_id": self.tenant.tenant_id, "error": str(exc)})
-            return self.search(conn, user_id, query[:2000], limit=limit, mode="sql",
-                               min_score=DEFAULT_PROMPT_MIN_SCORE["sql"] if min_score is None else min_score)
+        floors = DEFAULT_PROMPT_MIN_SCORE if min_score is None else {m: min_score for m in MODES}
+        return self.search_or_fulltext(conn, user_id, query[:2000], limit=limit, min_scores=floors).hits

@@ -16,6 +16,9 @@ TASK_TIME_LIMIT = 330        # below the visibility timeout (thread pools do not
 TASK_SOFT_TIME_LIMIT = 300   # taking tool steps after 120 s and model calls have their own timeouts)
 
 
+BACKFILL_SECONDS = 300
+
+
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "dispatch-due-reminders": {
@@ -32,6 +35,11 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "wabot.scheduled.recover_stalled",
             "schedule": settings.recovery_sweep_seconds,
             "options": {"queue": "scheduled", "expires": 55},
+        },
+        "backfill-embeddings": {  # memory saved while the embedder was down (found by full-text meanwhile)
+            "task": "wabot.scheduled.backfill_embeddings",
+            "schedule": BACKFILL_SECONDS,
+            "options": {"queue": "scheduled", "expires": BACKFILL_SECONDS - 5},
         },
     }
 

@@ -27,6 +27,7 @@ TASK_APPLY_REPORT = "wabot.events.apply_report"
 TASK_DISPATCH_REMINDERS = "wabot.scheduled.dispatch_reminders"
 TASK_RECOVER = "wabot.scheduled.recover_stalled"
 TASK_REDRIVE_ACCEPTED = "wabot.scheduled.redrive_accepted"
+TASK_BACKFILL_EMBEDDINGS = "wabot.scheduled.backfill_embeddings"
 
 TASK_QUEUES = {
     TASK_HANDLE_INBOUND: QUEUE_INBOUND,
@@ -36,6 +37,7 @@ TASK_QUEUES = {
     TASK_DISPATCH_REMINDERS: QUEUE_SCHEDULED,
     TASK_RECOVER: QUEUE_SCHEDULED,
     TASK_REDRIVE_ACCEPTED: QUEUE_SCHEDULED,
+    TASK_BACKFILL_EMBEDDINGS: QUEUE_SCHEDULED,
 }
 
 # Publishing must fail fast when Redis is down: the ingress then answers 503 and Infobip retries.

@@ -54,6 +54,11 @@ class Tool:
     annotations: ToolAnnotations = ToolAnnotations()
     group: str = "db"                 # agents gate tools by group: "db" (memory, reminders) or "http" (tenant APIs)
 
+    @property
+    def done_phrase(self) -> str:
+        """What it did, for the user when the model cannot say it; tools that act set a better one ("saved it")."""
+        return f"used {self.name.replace('_', ' ')}"
+
     def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 

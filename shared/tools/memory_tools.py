@@ -3,6 +3,10 @@
 They act only on `ctx.user_id` (bound by the server): an id that belongs to another user, or to tenant-wide
 knowledge, is "no such item" and nothing changes. Times the model writes without an offset are in the tenant's
 time zone, and every time in a result is ISO 8601 in that zone.
+
+When the embedding service fails (down, a wrong dimension, an unusable answer), the tools still work and say so in
+a `note`: a search answers from full-text search, and a saved item is stored without its embedding (found by
+full-text search now, embedded later by `MemoryStore.backfill_embeddings`).
 """
 from __future__ import annotations
 
@@ -13,8 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from shared.llm.base import LLMError
-from shared.memory.store import DEFAULT_SEARCH_MIN_SCORE, MemoryHit, NewItem
+from shared.memory.store import MemoryHit, NewItem
 from shared.tools.base import Tool, ToolAnnotations, ToolContext, ToolError
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -52,6 +55,15 @@ def week_of(now: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
     return (datetime.combine(monday, time(0, 0), tz), datetime.combine(monday + timedelta(days=7), time(0, 0), tz))
 
 
+def semantic_note(why: str, saved: bool) -> str:
+    """What the model is told when the embedding service failed (`why` is secret-free: MemoryStore.problem)."""
+    if saved:
+        return (f"Saved, but without its semantic-search embedding because the embedding service failed ({why}); "
+                f"word search finds it now and it is embedded when the service is back.")
+    return (f"Semantic search is unavailable right now ({why}); these results come from word (full-text) search, "
+            f"so also try other words the user may have used.")
+
+
 def _item_json(hit: MemoryHit, tz: tzinfo) -> dict:
     data = hit.as_json(tz)
     data.pop("score")
@@ -60,6 +72,7 @@ def _item_json(hit: MemoryHit, tz: tzinfo) -> dict:
 
 class UpsertItem(Tool):
     name = "upsert_item"
+    done_phrase = "I saved it"
     description = ("Save a note, event or task for this user, or change one of the user's items by giving its id. "
                    "Events need starts_at. Times without an offset are in the business's time zone.")
     input_schema = {
@@ -87,6 +100,7 @@ class UpsertItem(Tool):
             fields["starts_at"] = parse_when(args["starts_at"], tz, "starts_at")[0]
         if not fields["title"]:
             raise ToolError("title must not be empty")
+        why = None
         try:
             if "id" in args:
                 existing = ctx.memory.get(ctx.conn, ctx.user_id, args["id"])
@@ -94,7 +108,8 @@ class UpsertItem(Tool):
                     raise ToolError("no such item")
                 if fields["kind"] == "event" and fields.get("starts_at", existing.starts_at) is None:
                     raise ToolError("an event needs starts_at")
-                if not ctx.memory.update(ctx.conn, ctx.user_id, args["id"], **fields):
+                updated, why = ctx.memory.update_or_defer(ctx.conn, ctx.user_id, args["id"], **fields)
+                if not updated:
                     raise ToolError("no such item")
                 item_id, created = args["id"], False
             else:
@@ -102,13 +117,15 @@ class UpsertItem(Tool):
                     raise ToolError("an event needs starts_at")
                 item = NewItem(kind=fields["kind"], title=fields["title"], content=fields.get("content", ""),
                                starts_at=fields.get("starts_at"), metadata={"source": "tool"})
-                item_id, created = ctx.memory.add(ctx.conn, ctx.user_id, [item])[0], True
-        except LLMError:
-            raise ToolError("memory is unavailable right now (the embedding service failed); try again later") from None
+                ids, why = ctx.memory.add_or_defer(ctx.conn, ctx.user_id, [item])
+                item_id, created = ids[0], True
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         hit = ctx.memory.get(ctx.conn, ctx.user_id, item_id)
-        return {"id": item_id, "created": created, "item": _item_json(hit, tz)}
+        result = {"id": item_id, "created": created, "item": _item_json(hit, tz)}
+        if why:
+            result["note"] = semantic_note(why, saved=True)
+        return result
 
 
 class SearchMemory(Tool):
@@ -127,18 +144,15 @@ class SearchMemory(Tool):
 
     def invoke(self, ctx: ToolContext, args: dict[str, Any]) -> Any:
         args = _validate(self, args)
-        limit = args.get("limit", 5)
-        floor = DEFAULT_SEARCH_MIN_SCORE[ctx.memory.mode(ctx.conn)]  # unrelated items are noise to the model
-        try:
-            try:
-                hits = ctx.memory.search(ctx.conn, ctx.user_id, args["query"], limit=limit, min_score=floor)
-            except LLMError:  # embedder down: full-text ranking still answers
-                hits = ctx.memory.search(ctx.conn, ctx.user_id, args["query"], limit=limit, mode="sql",
-                                         min_score=DEFAULT_SEARCH_MIN_SCORE["sql"])
+        try:  # the search tool's floors: unrelated items are noise to the model
+            found = ctx.memory.search_or_fulltext(ctx.conn, ctx.user_id, args["query"], limit=args.get("limit", 5))
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         tz = ctx.tenant.config.tz
-        return {"count": len(hits), "results": [h.as_json(tz) for h in hits]}
+        result: dict[str, Any] = {"count": len(found.hits), "results": [h.as_json(tz) for h in found.hits]}
+        if found.semantic_unavailable:
+            result["note"] = semantic_note(found.semantic_unavailable, saved=False)
+        return result
 
 
 class ListEvents(Tool):
@@ -179,6 +193,7 @@ class ListEvents(Tool):
 
 class DeleteItem(Tool):
     name = "delete_item"
+    done_phrase = "I deleted it"
     description = "Delete one of this user's saved items by id."
     input_schema = {
         "type": "object",

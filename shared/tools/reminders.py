@@ -48,6 +48,7 @@ def _reminder(row: dict, tz: ZoneInfo) -> dict[str, Any]:
 
 class SetReminder(Tool):
     name = "set_reminder"
+    done_phrase = "I set the reminder"
     description = ("Schedule a WhatsApp reminder for the user. due_at is ISO 8601; without an offset it is the "
                    "business's local time. Returns the reminder with its id.")
     input_schema = {
@@ -90,6 +91,7 @@ class ListReminders(Tool):
 
 class CancelReminder(Tool):
     name = "cancel_reminder"
+    done_phrase = "I cancelled the reminder"
     description = "Cancel one of the user's pending reminders by its id (see list_reminders)."
     input_schema = {
         "type": "object",
