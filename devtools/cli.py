@@ -1,4 +1,4 @@
-"""The `wabot` command: dev, chat, migrate, check, sandbox, providers."""
+"""The `wabot` command: dev, chat, migrate, check, sandbox, providers, operators, conversations, users."""
 from __future__ import annotations
 
 import argparse
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     from devtools.cli_providers import add_parser as add_providers_parser
 
     add_providers_parser(sub)
+    from devtools.cli_admin import add_parser as add_admin_parser
+
+    add_admin_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

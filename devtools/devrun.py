@@ -32,6 +32,8 @@ def run_dev(with_flower: bool = True) -> int:
         if not env.get(key):  # unset, or empty as `KEY=` in a .env copied from .env.example
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
+    if with_flower and not env.get("CELERY_TASK_EVENTS"):
+        env["CELERY_TASK_EVENTS"] = "1"  # Flower shows tasks live only with task events (off by default)
     stoppers = []
     sandbox = None
     sup = Supervisor(env)

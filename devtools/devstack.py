@@ -69,12 +69,31 @@ class Embedded:
     pid: int | None = None
 
 
+# Every turn in flight holds one connection (its transaction carries the per-user lock and the tool writes), so the
+# inbound threads of all worker processes need as many; PostgreSQL's default of 100 would cap them below that.
+EMBEDDED_MAX_CONNECTIONS = 400
+
+
+def _max_connections_raised(server) -> bool:
+    """Raise max_connections to EMBEDDED_MAX_CONNECTIONS (ALTER SYSTEM); True when a restart must apply it."""
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        if int(conn.execute("SHOW max_connections").fetchone()[0]) >= EMBEDDED_MAX_CONNECTIONS:
+            return False
+        conn.execute(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
+    return True
+
+
 def start_postgres(data_dir: Path) -> Embedded:
     """PostgreSQL 16 + pgvector from the `pgserver` wheel, listening on a unix socket in `data_dir`."""
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)  # create first: concurrent get_server() on a new dir races
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    if _max_connections_raised(server):  # once per data directory: stopped and started again to apply it
+        server.cleanup()
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
     info = server.get_postmaster_info()
 
     def stop() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from flask import Flask
 
-from ingress import errors, health, request_context, webhooks
+from ingress import admin_api, errors, health, request_context, webhooks
 from ingress.state import IngressState
 from ingress.state import init_app as init_state
 from shared.log import configure_logging
@@ -29,4 +29,5 @@ def create_app(settings: Settings | None = None, tenants: TenantRegistry | None 
     errors.init_app(app)
     webhooks.init_app(app)
     health.init_app(app)
+    admin_api.init_app(app)
     return app

@@ -2,7 +2,8 @@
 
 Guarantee: a 2xx means every accepted result is in Redis twice over: as its task, and as a record that stays until
 the worker has stored it (shared/queueing/accepted.py), so a task the broker loses is published again:
-at-least-once from here on. If Redis cannot take a task the answer is 503 and Infobip delivers the whole batch
+at-least-once from here on. One Redis round trip per request whatever its size: one script takes the dedupe claims,
+writes the records and queues the tasks (shared/queueing/dedupe.py), all or nothing. If Redis cannot take a task the answer is 503 and Infobip delivers the whole batch
 again; results already enqueued before the failure are then seen twice, which the workers' deduplication absorbs.
 """
 from __future__ import annotations
@@ -13,7 +14,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from flask import Blueprint, Flask, g, jsonify, request
-from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from ingress.auth import presented_token, token_matches
@@ -23,7 +23,7 @@ from ingress.schemas import MAX_RESULTS, EnvelopeSchema, result_kind
 from ingress.state import state
 from shared.queueing import accepted, dedupe
 from shared.delivery.outbox import tenant_of_message_id
-from shared.queueing.tasks import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, TASK_QUEUES, enqueue
+from shared.queueing.tasks import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, task_message
 from shared.config.tenants import Tenant
 
 log = logging.getLogger("ingress.webhooks")
@@ -64,77 +64,78 @@ def _queue_unavailable(exc: Exception):
 
 @dataclass
 class _Batch:
-    """What one webhook request takes: the tasks to publish, the dedupe claims they hold, and the counts."""
+    """What one webhook request takes: the tasks to publish (each with its dedupe claim key, or None for a report,
+    whose application is idempotent), then how many were taken, ignored and duplicates."""
 
-    jobs: list[tuple[str, dict]] = field(default_factory=list)
-    claims: list[tuple[str, str]] = field(default_factory=list)
+    jobs: list[tuple[str, dict, str | None]] = field(default_factory=list)
+    taken: int = 0
     ignored: int = 0
     duplicates: int = 0
 
 
-def _take(batch: _Batch, result: dict, kind: str, tenant: Tenant, redis) -> None:
-    """Add one result of `tenant` to the batch: an inbound message once per messageId (the Redis claim), a report
-    always (applying one is idempotent). Raises _Refused when Redis cannot take the claim."""
+def _take(batch: _Batch, result: dict, kind: str, tenant: Tenant) -> None:
+    """Add one result of `tenant` to the batch: an inbound message under its (tenant, messageId) claim, a report
+    always."""
     payload = {"tenant_id": tenant.tenant_id, "request_id": g.request_id, "message_id": result["messageId"]}
     if kind != "inbound":
-        batch.jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}))
+        batch.jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}, None))
         return
-    try:
-        first = dedupe.claim(redis, tenant.tenant_id, result["messageId"])
-    except RedisError as exc:
-        raise _Refused(_queue_unavailable(exc)) from None
-    if not first:
-        batch.duplicates += 1
-        log.info("duplicate webhook result ignored", extra={"tenant_id": tenant.tenant_id,
-                                                            "message_id": result["messageId"]})
-        return
-    batch.claims.append((tenant.tenant_id, result["messageId"]))
-    batch.jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result}))
+    batch.jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result},
+                       dedupe.key(tenant.tenant_id, result["messageId"])))
 
 
-def _sort(results: list[dict], allowed_kinds: tuple[str, ...], token: str | None, redis) -> _Batch:
+def _sort(results: list[dict], allowed_kinds: tuple[str, ...], token: str | None) -> _Batch:
     """Each result to its tenant's task, or ignored (no tenant has its number); raises _Refused for a result this
-    URL does not take or credentials of another tenant (after releasing the claims taken so far)."""
+    URL does not take or credentials of another tenant. Nothing touches Redis yet."""
     batch = _Batch()
-    try:
-        for result in results:
-            kind = result_kind(result)
-            if kind not in allowed_kinds:
-                raise _Refused(error_response(400, "invalid_payload", f"{kind} results are not accepted on this URL"))
-            tenant = _tenant_for(result, kind)
-            if tenant is None:
-                batch.ignored += 1
-                log.info("webhook result for no tenant ignored", extra={
-                    "kind": kind, "to": result.get("to"), "infobip_message_id": result.get("messageId")})
-                continue
-            if not _authorised_for(token, tenant):
-                log.warning("webhook refused: credentials of another tenant", extra={"tenant_id": tenant.tenant_id})
-                raise _Refused(error_response(401, "unauthorized", "credentials are not valid for this number"))
-            _take(batch, result, kind, tenant, redis)
-    except _Refused:
-        dedupe.release_quietly(redis, batch.claims)
-        raise
+    for result in results:
+        kind = result_kind(result)
+        if kind not in allowed_kinds:
+            raise _Refused(error_response(400, "invalid_payload", f"{kind} results are not accepted on this URL"))
+        tenant = _tenant_for(result, kind)
+        if tenant is None:
+            batch.ignored += 1
+            log.info("webhook result for no tenant ignored", extra={
+                "kind": kind, "to": result.get("to"), "infobip_message_id": result.get("messageId")})
+            continue
+        if not _authorised_for(token, tenant):
+            log.warning("webhook refused: credentials of another tenant", extra={"tenant_id": tenant.tenant_id})
+            raise _Refused(error_response(401, "unauthorized", "credentials are not valid for this number"))
+        _take(batch, result, kind, tenant)
     return batch
 
 
+def _undo(redis, items: list[tuple[accepted.Accepted, str | None, str]]) -> None:
+    """After a failure: release the claims (so Infobip's retry of this batch is not taken for a duplicate) and
+    forget the records. If Redis cannot take even that, the records stay and the sweep publishes their tasks."""
+    dedupe.release_quietly(redis, [claim for _item, claim, _message in items if claim])
+    accepted.forget_quietly(redis, [item.task_id for item, _claim, _message in items])
+
+
 def _publish(batch: _Batch, redis) -> None:
-    """Record, publish, confirm. The records come first and are forgotten by the worker once done: what we answer
-    2xx for is re-driven if the broker loses it (shared/queueing/accepted.py). Raises _Refused (503) when Redis
-    cannot take it all, after releasing the claims and the records."""
-    records = [accepted.Accepted(str(uuid.uuid4()), task_name, TASK_QUEUES[task_name], payload)
-               for task_name, payload in batch.jobs]
+    """Claim, record and queue every task in one atomic script (shared/queueing/dedupe.py claim_record_push). The
+    records are forgotten by the worker once done: what we answer 2xx for is re-driven if the broker loses it
+    (shared/queueing/accepted.py). Raises _Refused (503) when Redis does not take it, after undoing."""
+    celery = state().celery
+    items = []
+    for task_name, payload, claim in batch.jobs:
+        task_id = str(uuid.uuid4())
+        queue, message = task_message(celery, task_name, payload, task_id)
+        items.append((accepted.Accepted(task_id, task_name, queue, payload), claim, message))
     try:
-        accepted.record(redis, records, time.time(), state().settings.accepted_redrive_seconds)
-        for item in records:
-            enqueue(state().celery, item.task, item.payload, task_id=item.task_id)
-        dedupe.confirm(redis, batch.claims)
-    except (KombuOperationalError, RedisError, OSError) as exc:
-        dedupe.release_quietly(redis, batch.claims)  # so Infobip's retry of this batch is not taken for a duplicate
-        accepted.forget_quietly(redis, [item.task_id for item in records])
+        flags = dedupe.claim_record_push(redis, items, time.time(), state().settings.accepted_redrive_seconds)
+    except (RedisError, OSError) as exc:
+        _undo(redis, items)
         raise _Refused(_queue_unavailable(exc)) from None
-    for task_name, payload in batch.jobs:
-        log.info("webhook result enqueued", extra={"tenant_id": payload["tenant_id"], "task": task_name,
-                                                   "message_id": payload["message_id"]})
+    for (item, _claim, _message), taken in zip(items, flags):
+        if taken:
+            batch.taken += 1
+            log.info("webhook result enqueued", extra={"tenant_id": item.payload["tenant_id"], "task": item.task,
+                                                       "message_id": item.payload["message_id"]})
+        else:
+            batch.duplicates += 1
+            log.info("duplicate webhook result ignored", extra={"tenant_id": item.payload["tenant_id"],
+                                                                "message_id": item.payload["message_id"]})
 
 
 def _receive(allowed_kinds: tuple[str, ...]):
@@ -155,11 +156,11 @@ def _receive(allowed_kinds: tuple[str, ...]):
 
     redis = state().redis
     try:
-        batch = _sort(body["results"], allowed_kinds, token, redis)
+        batch = _sort(body["results"], allowed_kinds, token)
         _publish(batch, redis)
     except _Refused as refusal_:
         return refusal_.response
-    return jsonify({"accepted": len(batch.jobs), "ignored": batch.ignored, "duplicates": batch.duplicates,
+    return jsonify({"accepted": batch.taken, "ignored": batch.ignored, "duplicates": batch.duplicates,
                     "request_id": g.request_id}), 200
 
 

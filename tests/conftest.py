@@ -24,7 +24,8 @@ from devtools.sandbox import InfobipSandbox
 from shared.config.settings import load_settings
 from shared.config.tenants import load_tenants
 
-from helpers import BETA_TOKEN, GAMMA_LLM_KEY, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN, wait_for
+from helpers import (BETA_TOKEN, GAMMA_LLM_KEY, HANDOFF_SECRET, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN,
+                     wait_for)
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
@@ -123,6 +124,8 @@ tenants:
     enabled_agents: [orchestrator, db_agent, http_agent]
     llm: {{provider: openai, model_chat: gpt-4o-mini, base_url: "${{FAKE_OPENAI_URL}}", api_key: "${{GAMMA_LLM_KEY}}"}}
     config: {{business_name: Gamma Gym, timezone: Europe/Berlin, debounce_ms: 200, max_context_tokens: 1200}}
+    handoff: {{webhook_url: "http://127.0.0.1:${{HANDOFF_HOOK_PORT}}/hooks/handoff", idle_minutes: 30,
+               webhook_secret: "${{HANDOFF_WEBHOOK_SECRET}}", allow_private_network: true}}
 {WEATHER_TOOL}  - tenant_id: delta
     waba_number: "+{NUMBERS['delta']}"
     db_dsn: "${{DELTA_DSN}}"
@@ -152,6 +155,9 @@ tenants:
         "PYTHONUNBUFFERED": "1",
         "REMINDER_DISPATCH_SECONDS": "3600",
         "INFOBIP_RETRY_BASE_SECONDS": "0.05",  # send retries back off in milliseconds, not seconds
+        # gamma's handoff webhook (tests/test_handoff.py serves it on this port while it runs)
+        "HANDOFF_HOOK_PORT": str(free_port()),
+        "HANDOFF_WEBHOOK_SECRET": HANDOFF_SECRET,
     })
     return env
 

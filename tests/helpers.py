@@ -13,6 +13,7 @@ WEBHOOK_TOKEN = "test-webhook-token"
 BETA_TOKEN = "beta-own-token"
 GAMMA_LLM_KEY = "sk-test-gamma-0001"
 WEATHER_KEY = "weather-secret-key"
+HANDOFF_SECRET = "handoff-hook-secret"
 NUMBERS = {"alpha": "447000000001", "beta": "447000000002", "gamma": "447000000003", "delta": "447000000004"}
 
 

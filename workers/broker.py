@@ -1,4 +1,5 @@
-"""The workers' Redis transport: kombu's, with one bug worked around so a Redis restart never kills a worker.
+"""The workers' Redis transport: kombu's, with one bug worked around so a Redis restart never kills a worker, and
+one client per connection pool instead of one per operation.
 
 The bug (kombu 5.7.0 with celery 5.7.0, reproduced by tests/test_outages.py): when the broker connection is lost,
 celery's `Consumer.on_connection_error_after_connected` calls `connection.collect()` and then `connection.close()`.
@@ -23,6 +24,18 @@ from kombu.transport import redis as kombu_redis
 
 
 class Channel(kombu_redis.Channel):
+    def _create_client(self, asynchronous: bool = False):
+        """One client per connection pool instead of a new `redis.Redis` per operation (kombu's way): building one
+        copies ~170 response callbacks, about 5 % of a worker's CPU per task (bench/README.md, turn profile).
+        redis-py clients are thread-safe; a new pool (after a connection loss) gets a new client."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        client = self.__dict__.get("_wabot_client")
+        if client is None or client.connection_pool is not self.pool:
+            client = super()._create_client()
+            self._wabot_client = client
+        return client
+
     def _connparams(self, asynchronous: bool = False) -> dict:
         transport = self.connection
         if transport is None or transport.client is None:  # closed by Connection.collect(): see the module doc

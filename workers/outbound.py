@@ -15,7 +15,8 @@ import psycopg
 from shared.delivery.infobip.retry import retry_base_seconds
 from shared.delivery.outbox import send_outbound
 from shared.delivery.reports import settle_after_send
-from shared.queueing.tasks import QUEUE_OUTBOUND, TASK_SEND
+from shared.handoff.webhook import deliver as deliver_webhook
+from shared.queueing.tasks import QUEUE_OUTBOUND, TASK_NOTIFY_HANDOFF, TASK_SEND
 from workers.app import app
 from workers.base import WabotTask, backoff
 from workers.runtime import get_runtime
@@ -42,4 +43,16 @@ def send(self, payload: dict) -> str:
         raise self.retry(countdown=outcome.delay)
     if outcome.status == "busy":  # another task is posting this row: look again once it has recorded the result
         raise self.retry(countdown=backoff(self.request.retries, RETRY_BASE_SECONDS, BUSY_RETRY_CAP_SECONDS))
+    return outcome.status
+
+
+@app.task(name=TASK_NOTIFY_HANDOFF, queue=QUEUE_OUTBOUND, base=WabotTask, bind=True, max_retries=None,
+          confirms_accepted=True, retry_on=(psycopg.OperationalError,), retry_base=2.0, retry_cap=240.0)
+def notify_handoff(self, payload: dict) -> str:
+    """Tell the business about a handoff or hand-back (shared.handoff.webhook): one signed attempt, recorded; a
+    failed one is retried with backoff, up to the webhook's MAX_ATTEMPTS."""
+    tenant = get_runtime().tenants.require(payload["tenant_id"])
+    outcome = deliver_webhook(tenant, self.uow, int(payload["event_id"]))
+    if outcome.status == "retry":
+        raise self.retry(countdown=backoff(outcome.attempt, self.retry_base, self.retry_cap))
     return outcome.status

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 
@@ -32,6 +33,8 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: dict = field(default_factory=dict)
     _memories: dict = field(default_factory=dict)
+    # blue ticks and typing indicators, off the turn's lock and connection (shared.conversation.turn._acknowledge)
+    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "acknowledge"))
 
     def infobip(self, tenant: Tenant) -> InfobipClient:
         with self._lock:
@@ -55,6 +58,7 @@ class Runtime:
             memory_for=self.memory,
             infobip_for=self.infobip,
             limiter=RateLimiter(self.settings.redis_url, redis_client(self.settings.redis_url)),
+            background=self.background.submit,
         )
 
     def check(self) -> None:

@@ -11,8 +11,9 @@ from shared.db.messages import abandoned_users, stalled_users
 from shared.clock import utcnow
 from shared.delivery.outbox import requeue_stalled
 from shared.delivery.reminder_dispatch import claim_due_reminders
+from shared.handoff.gate import release_idle
 from shared.queueing.tasks import (QUEUE_SCHEDULED, TASK_BACKFILL_EMBEDDINGS, TASK_DISPATCH_REMINDERS, TASK_RECOVER,
-                                   TASK_REDRIVE_ACCEPTED, TASK_RUN_TURN, enqueue)
+                                   TASK_REDRIVE_ACCEPTED, TASK_RELEASE_IDLE_HANDOFFS, TASK_RUN_TURN, enqueue)
 from shared.conversation.turn import give_up
 from workers.app import app
 from workers.base import WabotTask, worker_redis
@@ -46,6 +47,21 @@ def dispatch_reminders(self, payload: dict | None = None) -> int:
     if sent:
         log.info("reminders dispatched", extra={"count": sent})
     return sent
+
+
+@app.task(name=TASK_RELEASE_IDLE_HANDOFFS, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)
+def release_idle_handoffs(self, payload: dict | None = None) -> int:
+    """Conversations a person took over and left idle for the tenant's `handoff.idle_minutes` go back to the bot."""
+    released = 0
+    for tenant in get_runtime().tenants:
+        try:
+            with self.uow.transaction(tenant) as tx:
+                released += release_idle(tx, utcnow())
+        except Exception:
+            log.exception("idle handoff release failed", extra={"tenant_id": tenant.tenant_id})
+    if released:
+        log.info("idle conversations handed back to the bot", extra={"count": released})
+    return released
 
 
 @app.task(name=TASK_BACKFILL_EMBEDDINGS, queue=QUEUE_SCHEDULED, base=WabotTask, bind=True)

@@ -177,3 +177,95 @@ def load_block(schema: Schema, block: Any, name: str, where: str) -> tuple[dict[
 def embedding_endpoint(values: Mapping[str, Any]) -> EmbeddingEndpoint:
     return EmbeddingEndpoint(provider=values["provider"].lower(), base_url=values["base_url"] or None,
                              api_key=values["api_key"])
+
+
+# ---------------------------------------------------------------- handoff: and opt_out: (issue 12)
+
+HANDOFF_LANGUAGES = ("en", "es", "pt", "de", "fr", "it", "hr")  # the languages shared.handoff.intent knows
+DEFAULT_NOTICE_TO_HUMAN = "I'm handing you over to a person from our team. They'll answer you here shortly."
+DEFAULT_NOTICE_TO_BOT = "You're talking to the assistant again. How can I help?"
+DEFAULT_STOP_KEYWORDS = ("STOP", "UNSUBSCRIBE", "STOPP", "ABMELDEN", "PARAR", "BAJA", "ARRÊT", "ARRET", "BASTA",
+                         "ODJAVA")
+DEFAULT_START_KEYWORDS = ("START", "UNSTOP", "RESUME", "ANMELDEN", "ALTA", "INICIAR", "REPRENDRE", "RIPRENDI",
+                          "PRIJAVA")
+DEFAULT_STOP_CONFIRMATION = ("You won't get any more messages from us. Send START to receive messages again.")
+DEFAULT_START_CONFIRMATION = "Welcome back! You'll get our messages again. Send STOP to stop them."
+
+
+def _languages(value: list[str]) -> None:
+    unknown = sorted(set(value) - set(HANDOFF_LANGUAGES))
+    if unknown:
+        raise ValidationError(f"has unknown language(s) {', '.join(unknown)}; known: {', '.join(HANDOFF_LANGUAGES)}")
+
+
+def _keywords(value: list[str]) -> None:
+    if not value:
+        raise ValidationError("must list at least one keyword")
+
+
+def _words(default: tuple[str, ...], validate=_keywords) -> fields.List:
+    return fields.List(Strict("text"), load_default=list(default), validate=validate,
+                       error_messages={"invalid": "must be a list of strings"})
+
+
+class HandoffSchema(Schema):
+    """`handoff:` (optional): when a person takes the conversation over, what the user is told, and the business's
+    webhook (shared.handoff)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    languages = _words(HANDOFF_LANGUAGES, _languages)     # "can I talk to a person?" is recognised in these
+    notice_to_human = Strict("text", load_default=DEFAULT_NOTICE_TO_HUMAN)
+    notice_to_bot = Strict("text", load_default=DEFAULT_NOTICE_TO_BOT)
+    idle_minutes = Strict("int", 1, 100_000, load_default=120)  # no operator activity this long: back to the bot
+    webhook_url = Strict("str", load_default="", validate=_http_url)  # "": no webhook
+    webhook_secret = Strict("str", load_default="")       # HMAC-SHA256 key; ${ENV} in the file
+    allow_private_network = Strict("bool", load_default=False)  # tests: a webhook on 127.0.0.1
+
+
+class OptOutSchema(Schema):
+    """`opt_out:` (optional): whole-message keywords (any case) that stop and resume every message to a user."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    stop_keywords = _words(DEFAULT_STOP_KEYWORDS)
+    start_keywords = _words(DEFAULT_START_KEYWORDS)
+    stop_confirmation = Strict("text", load_default=DEFAULT_STOP_CONFIRMATION)
+    start_confirmation = Strict("text", load_default=DEFAULT_START_CONFIRMATION)
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    languages: tuple[str, ...] = HANDOFF_LANGUAGES
+    notice_to_human: str = DEFAULT_NOTICE_TO_HUMAN
+    notice_to_bot: str = DEFAULT_NOTICE_TO_BOT
+    idle_minutes: int = 120
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    allow_private_network: bool = False
+
+    def __repr__(self) -> str:  # the URL may carry a token and the secret is one: never print them
+        return f"HandoffSettings(languages={self.languages!r}, idle_minutes={self.idle_minutes})"
+
+
+@dataclass(frozen=True)
+class OptOutSettings:
+    stop_keywords: tuple[str, ...] = DEFAULT_STOP_KEYWORDS
+    start_keywords: tuple[str, ...] = DEFAULT_START_KEYWORDS
+    stop_confirmation: str = DEFAULT_STOP_CONFIRMATION
+    start_confirmation: str = DEFAULT_START_CONFIRMATION
+
+
+def handoff_settings(values: Mapping[str, Any], where: str) -> HandoffSettings:
+    """The loaded `handoff:` block; a webhook needs its secret (FieldError otherwise)."""
+    if values["webhook_url"] and not values["webhook_secret"]:
+        raise FieldError(f"{where}: handoff.webhook_secret must be set when handoff.webhook_url is",
+                         ("handoff", "webhook_secret"))
+    return HandoffSettings(**{**values, "languages": tuple(values["languages"])})
+
+
+def opt_out_settings(values: Mapping[str, Any]) -> OptOutSettings:
+    return OptOutSettings(**{**values, "stop_keywords": tuple(values["stop_keywords"]),
+                             "start_keywords": tuple(values["start_keywords"])})

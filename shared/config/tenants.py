@@ -21,7 +21,9 @@ from shared.config.http_tools import HttpToolSpec, parse_http_tool_specs
 from shared.errors import ConfigError
 from shared.delivery.infobip.templates import Template, parse_templates
 from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, EmbeddingEndpoint, EmbeddingSchema, FieldError,
-                                         Issue, Path, TenantFileError, embedding_endpoint, load_block)
+                                         HandoffSchema, HandoffSettings, Issue, OptOutSchema, OptOutSettings, Path,
+                                         TenantFileError, embedding_endpoint, handoff_settings, load_block,
+                                         opt_out_settings)
 # CONFIG_KEYS (the accepted `config:` keys) is re-exported: callers import it from here
 from shared.config.yaml_lines import describe_yaml_error, line_of, load_with_lines
 from shared.config.llm import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
@@ -32,7 +34,7 @@ TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")
 TENANT_KEYS = {"tenant_id", "waba_number", "db_dsn", "embedding_model", "vector_store", "enabled_agents", "config",
                "llm", "infobip", "webhook_token", "http_tools", "templates",
-               "embedding"}  # embedding: optional {provider, base_url, api_key}, see tenant_schema.EmbeddingSchema
+               "embedding", "handoff", "opt_out"}  # embedding: optional {provider, base_url, api_key}, see tenant_schema.EmbeddingSchema
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Output size of the embedding models we know; other models need `config.embedding_dim`.
@@ -91,6 +93,8 @@ class Tenant:
     templates: Mapping[str, Template] = field(default_factory=dict)
     embedding: EmbeddingEndpoint = field(default_factory=EmbeddingEndpoint)
     http_tools: tuple[HttpToolSpec, ...] = field(default=(), repr=False)  # headers hold secrets
+    handoff: HandoffSettings = field(default_factory=HandoffSettings, repr=False)  # webhook secret
+    opt_out: OptOutSettings = field(default_factory=OptOutSettings)
 
 
 class TenantRegistry:
@@ -276,6 +280,20 @@ def _embedding(block: Any, where: str, out: _Issues) -> EmbeddingEndpoint | None
     return None if errors else embedding_endpoint(values)
 
 
+def _handoff(block: Any, where: str, out: _Issues) -> HandoffSettings | None:
+    values, errors = load_block(HandoffSchema(), block, "handoff", where)
+    for err in errors:
+        out.add(err)
+    return None if errors else out.run(("handoff",), handoff_settings, values, where)
+
+
+def _opt_out(block: Any, where: str, out: _Issues) -> OptOutSettings | None:
+    values, errors = load_block(OptOutSchema(), block, "opt_out", where)
+    for err in errors:
+        out.add(err)
+    return None if errors else opt_out_settings(values)
+
+
 def _entry(doc: Any, index: int, env: Mapping[str, str], out: _Issues) -> tuple[str, dict] | None:
     """The tenant id and the interpolated entry, or None (recorded) when there is no usable id."""
     if not isinstance(doc, dict):
@@ -312,12 +330,14 @@ def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Ma
     embedding = _embedding(doc.get("embedding"), where, out)
     webhook_token = out.run((), _str, doc, "webhook_token", where)
     http_tools = out.run(("http_tools",), parse_http_tool_specs, doc.get("http_tools"), tid)
+    handoff, opt_out = _handoff(doc.get("handoff"), where, out), _opt_out(doc.get("opt_out"), where, out)
     if len(out.found) > before:
         return None
     return Tenant(tenant_id=tid, waba_number=number, db_dsn=dsn, embedding_model=model, embedding_dim=dim,
                   vector_store=choices[0], enabled_agents=choices[1], config=config, llm=llm,
                   infobip_base_url=infobip[0], infobip_api_key=infobip[1], webhook_token=webhook_token,
-                  templates=templates, embedding=embedding, http_tools=http_tools)
+                  templates=templates, embedding=embedding, http_tools=http_tools, handoff=handoff,
+                  opt_out=opt_out)
 
 
 def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None,

@@ -1,12 +1,14 @@
 """Inbound messages and turns. The tenant database is the source of truth for message state
-(`received` -> `answered` | `ignored` | `rate_limited`); Redis only carries the work.
+(`received` -> `answered` | `ignored` | `rate_limited` | `held` | `opted_out` | `failed`); Redis only carries the work.
 
 Guarantees, step by step:
 - `store_inbound`: each Infobip messageId is stored exactly once (unique index), whatever the redeliveries.
 - `run_user_turn`: one turn at a time per (tenant, user), across every process and host: the turn holds a
   per-user advisory lock for its transaction (a second turn finds it taken and is retried later). A turn takes
   *all* of the user's `received` messages, oldest first, once the newest is older than the debounce window,
-  so a burst is answered once, in order. Tool writes, usage rows, the reply, its outbox rows and the
+  so a burst is answered once, in order. Before any LLM call, shared.handoff.gate routes them: stop/start keywords,
+  a request for a person, a conversation a person handles (`held`) or an opted-out user (see shared/handoff/).
+  Tool writes, usage rows, the reply, its outbox rows and the
   `answered` marks commit together: a crash before the commit leaves the messages `received`, and the
   redelivered (or recovered) turn answers them exactly once.
 - sends (and the turn task) are registered on the unit of work's transaction and published only after its commit
@@ -33,7 +35,10 @@ from shared.llm.base import LLMProvider
 from shared.conversation.media import transcribe_voice
 from shared.conversation.message_text import message_text
 from shared.conversation.ratelimit import NOTICE
+from shared.handoff.gate import route
+from shared.handoff.state import take_over
 from shared.phone import normalize_number
+from shared.privacy import requests as privacy_requests
 from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ class TurnDeps:
     infobip_for: Callable[[Tenant], Any] | None = None # tenant -> InfobipClient (mark as read, typing)
     limiter: Any = None                                # shared.conversation.ratelimit.RateLimiter
     clock: Callable[[], datetime] = utcnow
+    # Runs work the turn need not wait for (blue ticks, typing): a thread pool in workers, inline by default.
+    background: Callable[[Callable[[], None]], Any] = lambda work: work()
 
 
 @dataclass
@@ -124,18 +131,23 @@ class TurnOutcome:
 
 
 def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> None:
-    """Blue ticks and a typing indicator while the turn runs: optional per tenant, failures harmless."""
+    """Blue ticks and a typing indicator while the turn runs: optional per tenant, failures harmless. Sent in the
+    background: two HTTP round trips to Infobip must not hold the user's turn lock and a database connection."""
     client = deps.infobip_for(tenant) if deps.infobip_for else None
-    if client is None:
+    if client is None or not (tenant.config.mark_read or tenant.config.typing_indicator):
         return
-    try:
-        if tenant.config.mark_read:
-            for m in pending:
-                client.mark_read(tenant.waba_number, m["infobip_message_id"])
-        if tenant.config.typing_indicator:
-            client.typing(tenant.waba_number, phone)
-    except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
-        log.warning("mark-as-read / typing failed", exc_info=True)
+    message_ids = [m["infobip_message_id"] for m in pending] if tenant.config.mark_read else []
+
+    def send() -> None:
+        try:
+            for message_id in message_ids:
+                client.mark_read(tenant.waba_number, message_id)
+            if tenant.config.typing_indicator:
+                client.typing(tenant.waba_number, phone)
+        except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
+            log.warning("mark-as-read / typing failed", exc_info=True)
+
+    deps.background(send)
 
 
 def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: list[dict], calls: list) -> None:
@@ -174,18 +186,22 @@ def clock_from(start: datetime, clock: Callable[[], datetime]) -> Callable[[], d
     return lambda: clock() - offset
 
 
+def _write_usage(conn, user_id: int, request_id: str | None, calls: list) -> None:
+    for call in calls:
+        record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider, model=call.model,
+                     prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
+                     latency_ms=call.latency_ms, tools_used=list(call.tools_used), provider_entry=call.entry or None)
+
+
 def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str | None, calls: list) -> None:
-    """Usage is written in its own transaction after the turn's: tokens spent by a turn that then failed (and
-    will be retried) still count, for the record and for the daily budget."""
+    """Usage of a turn that failed, in a transaction of its own after the turn's rolled back: tokens spent by a
+    turn that will be retried still count, for the record and for the daily budget. (A turn that answers writes
+    its usage in its own transaction: one commit less.)"""
     if not calls:
         return
     try:
         with uow.transaction(tenant) as tx:
-            for call in calls:
-                record_usage(tx.conn, user_id=user_id, request_id=request_id, provider=call.provider,
-                             model=call.model, prompt_tokens=call.prompt_tokens,
-                             completion_tokens=call.completion_tokens, latency_ms=call.latency_ms,
-                             tools_used=list(call.tools_used), provider_entry=call.entry or None)
+            _write_usage(tx.conn, user_id, request_id, calls)
     except Exception:
         log.exception("usage not recorded", extra={"calls": len(calls)})
 
@@ -226,6 +242,28 @@ def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_
     return answer.text, summary
 
 
+def _for_the_model(tx: Transaction, deps: TurnDeps, user: dict, pending: list[dict],
+                   request_id: str | None) -> "list[dict] | TurnOutcome":
+    """The messages the model is to answer, or the outcome when none is: reactions (stored, no turn), stop/start
+    keywords, a request for a person or a person handling the conversation (shared.handoff), a request to erase
+    the user's data (shared.privacy). All of it is decided before any model call."""
+    rows = [m for m in pending if m["message_type"] != "REACTION"]
+    for m in pending:
+        if m["message_type"] == "REACTION":
+            messages.set_status(tx.conn, m["id"], "ignored")
+    if not rows:
+        return TurnOutcome(reason="reactions only")
+    routed = route(tx, user, rows, deps.clock())
+    if routed.switched and routed.for_bot:  # the switch (and its notice) commits first; the rest next turn
+        return TurnOutcome(retry_in_ms=50, reason="conversation state switched")
+    if not routed.for_bot:
+        return TurnOutcome(reason=f"conversation {routed.state}")
+    privacy = privacy_requests.handle_in_turn(tx, user, routed.for_bot, now=deps.clock(), request_id=request_id)
+    if privacy is not None:  # "delete my data" asked or confirmed (the user may be gone now)
+        return TurnOutcome(answered=privacy.answered, reason=privacy.reason)
+    return routed.for_bot
+
+
 def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, request_id: str | None,
                    calls: list) -> TurnOutcome:
     started = time.monotonic()
@@ -242,12 +280,9 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         if wait > 0:
             return TurnOutcome(retry_in_ms=int(wait) + 50, reason="debounce")
         phone = user["phone"]
-        rows = [m for m in pending if m["message_type"] != "REACTION"]
-        for m in pending:
-            if m["message_type"] == "REACTION":  # stored, starts no turn
-                messages.set_status(conn, m["id"], "ignored")
-        if not rows:
-            return TurnOutcome(reason="reactions only")
+        rows = _for_the_model(tx, deps, user, pending, request_id)
+        if isinstance(rows, TurnOutcome):
+            return rows
         _acknowledge(tenant, deps, phone, rows)
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
@@ -262,19 +297,24 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
                     now=now, last_inbound_at=users.last_inbound_at(conn, user_id))
         answered = [m["id"] for m in rows]
         messages.mark_answered(conn, answered)
+        users.reset_failures(conn, user_id)  # the bot answered: failures in a row count from zero again
+        _write_usage(conn, user_id, request_id, calls)
+        recorded = len(calls)
+    del calls[:recorded]  # committed with the turn; only what a failure leaves is written apart
 
     log.info("message processed successfully", extra={"duration": f"{time.monotonic() - started:.3f}s",
                                                        "user_id": phone, **summary})
     return TurnOutcome(answered=answered)
 
 
+FAILURES_BEFORE_HANDOFF = 2  # turns given up in a row for one user before a person takes the conversation over
 DEFAULT_APOLOGY = "Sorry, something went wrong on my side and I couldn't answer that. Please try again in a moment."
 
 
 def give_up(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, request_id: str | None) -> None:
     """After a turn failed for good: mark the user's waiting messages `failed` and queue an apology (sent after the
     commit), so the user is not left without an answer and the recovery sweep does not retry a turn that cannot
-    succeed."""
+    succeed. The second failure in a row hands the conversation to a person (shared.handoff)."""
     with uow.transaction(tenant) as tx:
         conn = tx.conn
         # wait for a turn of this user that may still be running, then take over its messages
@@ -285,6 +325,8 @@ def give_up(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int, reque
             return
         log.error("turn failed for good: user told, messages marked failed", extra={"messages": len(failed)})
         _apologise(tx, deps, user, failed[-1], request_id)
+        if users.count_failure(conn, user_id) >= FAILURES_BEFORE_HANDOFF:
+            take_over(tx, user_id, by="bot", reason=f"the bot failed {FAILURES_BEFORE_HANDOFF} times in a row")
 
 
 def _apologise(tx: Transaction, deps: TurnDeps, user: dict, reply_to: int, request_id: str | None) -> None:

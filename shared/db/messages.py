@@ -48,6 +48,12 @@ def set_status(conn: psycopg.Connection, message_id: int, status: str) -> None:
     conn.execute("UPDATE messages SET status = %s, updated_at = now() WHERE id = %s", (status, message_id))
 
 
+def set_statuses(conn: psycopg.Connection, message_ids: list[int], status: str) -> None:
+    """Move several messages to `status` (e.g. `held` while a person handles the conversation)."""
+    if message_ids:
+        conn.execute("UPDATE messages SET status = %s, updated_at = now() WHERE id = ANY(%s)", (status, message_ids))
+
+
 def mark_answered(conn: psycopg.Connection, message_ids: list[int]) -> None:
     conn.execute("UPDATE messages SET status = 'answered', updated_at = now() WHERE id = ANY(%s)", (message_ids,))
 
@@ -77,10 +83,11 @@ def pending_for_turn(conn: psycopg.Connection, user_id: int) -> list[dict]:
 
 
 def recent_history(conn: psycopg.Connection, user_id: int, limit: int = 20, before_id: int | None = None) -> list[dict]:
-    """The user's last `limit` text messages (oldest first), for the prompt."""
+    """The user's last `limit` text messages (oldest first), for the prompt. An operator's messages are the
+    assistant's side of the conversation (what the business said), so the model reads them as its own."""
     rows = conn.execute(
         """
-        SELECT id, role, body FROM messages
+        SELECT id, CASE WHEN role = 'operator' THEN 'assistant' ELSE role END AS role, body FROM messages
         WHERE user_id = %s AND body IS NOT NULL AND (%s::bigint IS NULL OR id < %s)
         ORDER BY id DESC LIMIT %s
         """,
@@ -118,3 +125,16 @@ def abandoned_users(conn: psycopg.Connection, older_than_seconds: int = 6 * 3600
         "SELECT DISTINCT user_id FROM messages WHERE role = 'user' AND status = 'received' "
         "AND created_at <= now() - make_interval(secs => %s)", (older_than_seconds,)).fetchall()
     return [r["user_id"] for r in rows]
+
+
+def insert_operator_message(conn: psycopg.Connection, *, user_id: int, body: str, operator_id: str,
+                            request_id: str | None = None) -> int:
+    """What an operator (a person of the business) wrote to the user: role 'operator', with the operator's id."""
+    row = conn.execute(
+        """
+        INSERT INTO messages (user_id, role, body, status, operator_id, request_id)
+        VALUES (%s, 'operator', %s, 'stored', %s, %s) RETURNING id
+        """,
+        (user_id, body, operator_id, request_id),
+    ).fetchone()
+    return row["id"]

@@ -254,3 +254,12 @@ def stalled(conn: psycopg.Connection, due_before: datetime, limit: int = 100) ->
         (due_before, limit),
     ).fetchall()
     return [r["id"] for r in rows]
+
+
+def refuse(conn: psycopg.Connection, outbound_id: int, reason: str) -> bool:
+    """A queued row that must not be sent after all (its user opted out meanwhile): `not_sent` with the reason.
+    False when the row left `queued` meanwhile."""
+    row = conn.execute("UPDATE outbound_messages SET status = 'not_sent', reason = %s, next_attempt_at = NULL, "
+                       "updated_at = now() WHERE id = %s AND status = 'queued' RETURNING id",
+                       (reason, outbound_id)).fetchone()
+    return row is not None

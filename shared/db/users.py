@@ -6,6 +6,8 @@ from datetime import datetime
 
 import psycopg
 
+BOT, HUMAN, OPTED_OUT = "bot", "human", "opted_out"  # users.state (re-exported by shared.handoff.state)
+
 
 def upsert_user(conn: psycopg.Connection, phone: str, name: str | None, inbound_at: datetime | None) -> int:
     """The user's id, created on first contact; a later message never moves `last_inbound_at` back."""
@@ -26,10 +28,78 @@ def upsert_user(conn: psycopg.Connection, phone: str, name: str | None, inbound_
 def get_user(conn: psycopg.Connection, user_id: int) -> dict | None:
     """What a reply or a send needs to know about its user: the number, the name for templates, the window
     start."""
-    return conn.execute("SELECT id, phone, name, last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
+    return conn.execute("SELECT id, phone, name, last_inbound_at, state, state_changed_at FROM users WHERE id = %s",
+                        (user_id,)).fetchone()
 
 
 def last_inbound_at(conn: psycopg.Connection, user_id: int) -> datetime | None:
     """When the user last wrote: the start of the 24-hour window."""
     row = conn.execute("SELECT last_inbound_at FROM users WHERE id = %s", (user_id,)).fetchone()
     return row["last_inbound_at"] if row else None
+
+
+# ---------------------------------------------------------------- conversation state (bot | human | opted_out)
+
+def state_of(conn: psycopg.Connection, user_id: int) -> str | None:
+    """The user's conversation state, or None for an unknown user."""
+    row = conn.execute("SELECT state FROM users WHERE id = %s", (user_id,)).fetchone()
+    return row["state"] if row else None
+
+
+def lock_state(conn: psycopg.Connection, user_id: int) -> dict | None:
+    """The user's row (id, phone, name, last_inbound_at, state, state_changed_at), locked until the commit: two
+    switches of one user's state apply one after the other."""
+    return conn.execute("SELECT id, phone, name, last_inbound_at, state, state_changed_at FROM users "
+                        "WHERE id = %s FOR UPDATE", (user_id,)).fetchone()
+
+
+def set_state(conn: psycopg.Connection, user_id: int, state: str) -> None:
+    """Move the user to `state` now (the transaction's time: rows queued before it are older)."""
+    conn.execute("UPDATE users SET state = %s, state_changed_at = now(), failures_in_row = 0, updated_at = now() "
+                 "WHERE id = %s", (state, user_id))
+
+
+def count_failure(conn: psycopg.Connection, user_id: int) -> int:
+    """One more turn given up for this user; returns how many in a row."""
+    row = conn.execute("UPDATE users SET failures_in_row = failures_in_row + 1 WHERE id = %s "
+                       "RETURNING failures_in_row", (user_id,)).fetchone()
+    return row["failures_in_row"] if row else 0
+
+
+def reset_failures(conn: psycopg.Connection, user_id: int) -> None:
+    """The bot answered: the count of failures in a row starts again."""
+    conn.execute("UPDATE users SET failures_in_row = 0 WHERE id = %s AND failures_in_row <> 0", (user_id,))
+
+
+def human_idle_since(conn: psycopg.Connection, user_id: int) -> datetime | None:
+    """The last sign of a person handling the conversation: its switch to `human` or an operator's latest
+    message, whichever is later."""
+    row = conn.execute(
+        """
+        SELECT GREATEST(u.state_changed_at,
+                        (SELECT max(m.created_at) FROM messages m WHERE m.user_id = u.id AND m.role = 'operator'))
+               AS since
+        FROM users u WHERE u.id = %s
+        """, (user_id,)).fetchone()
+    return row["since"] if row else None
+
+
+def idle_with_a_person(conn: psycopg.Connection, before: datetime, limit: int) -> list[int]:
+    """Users handled by a person with no sign of one (switch, operator message) since `before`."""
+    rows = conn.execute(
+        """
+        SELECT u.id FROM users u
+        WHERE u.state = 'human'
+          AND GREATEST(u.state_changed_at,
+                       (SELECT max(m.created_at) FROM messages m WHERE m.user_id = u.id AND m.role = 'operator'))
+              < %s
+        ORDER BY u.id LIMIT %s
+        """, (before, limit)).fetchall()
+    return [r["id"] for r in rows]
+
+
+def opted_out_since(conn: psycopg.Connection, user_id: int) -> datetime | None:
+    """When the user opted out (the switch's transaction time), or None when they have not."""
+    row = conn.execute("SELECT state_changed_at FROM users WHERE id = %s AND state = %s",
+                       (user_id, OPTED_OUT)).fetchone()
+    return row["state_changed_at"] if row else None

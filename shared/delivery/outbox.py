@@ -52,6 +52,7 @@ PATHS = {
 # message queued at 23h59 is not refused on arrival.
 WINDOW = timedelta(hours=24)
 WINDOW_MARGIN = timedelta(minutes=30)
+OPTED_OUT_REASON = "opted_out"  # the user sent a stop keyword: nothing is sent until a start keyword
 NO_TEMPLATE_REASON = ("outside the 24-hour window and the tenant has no 'reengage' template "
                       "(tenants.yaml templates.reengage)")
 
@@ -97,11 +98,16 @@ def template_content(tenant: Tenant, template: Template, *, phone: str, message_
 
 def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, phone: str, text: str, now: datetime,
                   last_inbound_at: datetime | None, source_message: int | None = None,
-                  reminder_id: int | None = None, request_id: str | None = None) -> Queued:
+                  reminder_id: int | None = None, request_id: str | None = None,
+                  even_opted_out: bool = False) -> Queued:
     """Write the outbox rows of one message (in the caller's transaction): text parts inside the window, the
-    `reengage` template outside it, or one `not_sent` row with the reason when the tenant has no template."""
+    `reengage` template outside it, or one `not_sent` row with the reason when the tenant has no template, or when
+    the user opted out (reason `opted_out`; every reply, reminder, notice and operator message comes through here,
+    so this is the one place that refuses them; `even_opted_out` is for the opt-out's own confirmation)."""
     common = dict(user_id=user_id, to_number=phone, source_message=source_message, reminder_id=reminder_id,
                   request_id=request_id)
+    if not even_opted_out and users.state_of(conn, user_id) == users.OPTED_OUT:
+        return _not_sent(conn, tenant, phone, text, OPTED_OUT_REASON, common)
     if inside_window(last_inbound_at, now):
         # Order across messages: part 1 waits for the user's newest row Infobip has not accepted yet (read in the
         # caller's transaction; a concurrent transaction may pick the same one: outbound.next_part returns every waiter).
@@ -121,16 +127,21 @@ def queue_message(conn: psycopg.Connection, tenant: Tenant, *, user_id: int, pho
     template = reengage_template(tenant)
     mid = new_message_id(tenant.tenant_id)
     if template is None:
-        oid = outbound.create(conn, message_id=mid, body=text, status="not_sent", reason=NO_TEMPLATE_REASON,
-                              content={"to": phone, "content": {"text": text}}, **common)
-        log.warning("message not sent: window closed and no template", extra={"outbound_id": oid})
-        return Queued("not_sent", [oid], [])
+        return _not_sent(conn, tenant, phone, text, NO_TEMPLATE_REASON, common)
     user = users.get_user(conn, user_id) or {}
     oid = outbound.create(conn, message_id=mid, body=text, kind="template",
                           prev_id=outbound.latest_queued(conn, user_id),  # in order after earlier messages, too
                           content=template_content(tenant, template, phone=phone, message_id=mid, text=text,
                                                    name=user.get("name")), **common)
     return Queued("template", [oid], [oid])
+
+
+def _not_sent(conn: psycopg.Connection, tenant: Tenant, phone: str, text: str, reason: str, common: dict) -> Queued:
+    """One `not_sent` row recording the message and why it was not sent."""
+    oid = outbound.create(conn, message_id=new_message_id(tenant.tenant_id), body=text, status="not_sent",
+                          reason=reason, content={"to": phone, "content": {"text": text}}, **common)
+    log.warning("message not sent", extra={"outbound_id": oid, "reason": reason[:60]})
+    return Queued("not_sent", [oid], [])
 
 
 def queue_reply(tx: Transaction, *, user_id: int, phone: str, text: str, source_message: int | None,
@@ -220,6 +231,8 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             return SendOutcome("skipped")
         if row["status"] != "queued":  # its acceptance (or failure) is recorded: never post it again
             return SendOutcome("skipped", message_id=row["message_id"])
+        if _refused_for_opt_out(tx, row):
+            return SendOutcome("skipped", message_id=row["message_id"])
         not_before = row.get("next_attempt_at")
         if row["attempts"] and not_before is not None and (not_before - clock()).total_seconds() > 1:
             # A copy of this send's task came early (restored by the broker after its visibility timeout, or
@@ -263,6 +276,19 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             return SendOutcome("sent", message_id=row["message_id"])
         return _record_failure(tx, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
                                clock())
+
+
+def _refused_for_opt_out(tx: Transaction, row: dict) -> bool:
+    """A row queued before its user opted out (or a template fallback written after) is not posted: `not_sent`
+    with reason `opted_out`; the rest of its reply is stopped and the rows waiting on it are released. Only the
+    opt-out's own confirmation, written in the transaction of the switch (same `now()`), still goes."""
+    since = users.opted_out_since(tx.conn, row["user_id"])
+    if since is None or row["created_at"] == since or not outbound.refuse(tx.conn, row["id"], OPTED_OUT_REASON):
+        return False
+    log.warning("message not sent: the user opted out", extra={"outbound_id": row["id"]})
+    stopped = outbound.stop_queued_parts(tx.conn, _head(row), row["part"], "not_sent", OPTED_OUT_REASON)
+    tx.send_after_commit(outbound.waiting_on(tx.conn, [row["id"], *stopped]))
+    return True
 
 
 def _record_failure(tx: Transaction, row: dict, attempt: int, error: InfobipError,

@@ -6,6 +6,8 @@ The sends are registered on that transaction and published after its commit (sha
 reminder found late (after downtime) is still sent, marked late; outside the user's 24-hour window it goes out as
 the tenant's template (shared.delivery.outbox.queue_message). Order: a reminder is queued like any message, after
 the user's earlier messages still waiting to be sent, and reminders claimed together follow each other in due order.
+A reminder for a user who opted out (shared.handoff) is recorded `not_sent` with reason `opted_out` by
+queue_message; one for a user a person is talking to (`human`) still goes out.
 """
 from __future__ import annotations
 

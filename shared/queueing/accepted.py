@@ -1,7 +1,8 @@
 """What the webhook acknowledged, kept in Redis until a worker has done its durable part.
 
 Guarantee, at-least-once from the 2xx on: the ingress records every task it accepts (name and payload, under
-the task's id) *before* it publishes the task and answers 2xx; the task's worker forgets the record once the
+the task's id; in the same atomic script as its dedupe claim, shared/queueing/dedupe.py) *before* it publishes
+the task and answers 2xx; the task's worker forgets the record once the
 task succeeded (the inbound message is stored, the report applied). A task lost in between is found by the
 `redrive_accepted` sweep and published again:
 - kombu's Redis transport takes a message off the queue with BRPOP and only then records it as unacked, so a
@@ -38,15 +39,20 @@ class Accepted:
     payload: dict
 
 
+def record_fields(item: Accepted, now: float) -> dict:
+    """The stored record of a newly accepted task (also written by shared/queueing/dedupe.py claim_and_record)."""
+    return {"task": item.task, "queue": item.queue, "payload": item.payload, "accepted_at": now, "redrives": 0}
+
+
 def record(client: redis.Redis, items: Iterable[Accepted], now: float, first_after: float) -> None:
-    """Remember accepted tasks before they are published (one MULTI: all or none)."""
+    """Remember accepted tasks before they are published (one MULTI: all or none). The webhook records its
+    tasks together with their dedupe claims instead (shared/queueing/dedupe.py claim_and_record)."""
     items = list(items)
     if not items:
         return
     pipe = client.pipeline(transaction=True)
     for item in items:
-        pipe.hset(RECORDS, item.task_id, json.dumps({"task": item.task, "queue": item.queue, "payload": item.payload,
-                                                     "accepted_at": now, "redrives": 0}))
+        pipe.hset(RECORDS, item.task_id, json.dumps(record_fields(item, now)))
         pipe.zadd(DUE, {item.task_id: now + first_after})
     pipe.execute()
 

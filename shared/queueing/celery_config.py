@@ -36,6 +36,11 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.recovery_sweep_seconds,
             "options": {"queue": "scheduled", "expires": 55},
         },
+        "release-idle-handoffs": {  # handoff.idle_minutes: back to the bot, with the notice
+            "task": "wabot.scheduled.release_idle_handoffs",
+            "schedule": 60,
+            "options": {"queue": "scheduled", "expires": 55},
+        },
         "backfill-embeddings": {  # memory saved while the embedder was down (found by full-text meanwhile)
             "task": "wabot.scheduled.backfill_embeddings",
             "schedule": BACKFILL_SECONDS,
@@ -78,8 +83,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "task_routes": {f"wabot.{name}.*": {"queue": name} for name in QUEUE_NAMES},
         "worker_hijack_root_logger": False,    # our JSON logging stays in charge
-        "worker_send_task_events": True,       # Flower shows tasks live
-        "task_send_sent_event": True,
+        # Task events are what Flower shows live. Off unless CELERY_TASK_EVENTS is on (`wabot dev` turns it on):
+        # every publish would also PUBLISH a task-sent event (and saferepr its arguments), ~28 % of the ingress's
+        # CPU (bench/bench_ingress.py), and every worker task two more events.
+        "worker_send_task_events": settings.celery_task_events,
+        "task_send_sent_event": settings.celery_task_events,
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": _beat_schedule(settings),
