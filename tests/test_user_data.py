@@ -119,53 +119,51 @@ def _pending(conn, user_id: int, text: str) -> list[dict]:
                         "ORDER BY id", (user_id,)).fetchall()
 
 
-def test_a_user_asks_by_message_and_confirms(tenants, db):
+@pytest.fixture
+def asker(tenants, db):
+    """A new alpha user, and a unit of work on alpha whose publications are kept (not sent)."""
     tenant, pools = tenants.require("alpha"), TenantPools(max_size=2)
-    uow = UnitOfWork(pools, lambda _pub: None)
     with db("alpha") as conn:
         user = factories.user(conn)
-    try:
-        with uow.transaction(tenant) as tx:
-            rows = _pending(tx.conn, user["id"], "Bitte lösche meine Daten")
-            handled = handle_in_turn(tx, user, rows, now=utcnow(), request_id=None)
-        assert handled.answered == [r["id"] for r in rows] and uow.pending()  # the question's send
-        with db("alpha") as conn:
-            asked = conn.execute("SELECT body FROM messages WHERE user_id = %s AND role = 'assistant'",
-                                 (user["id"],)).fetchone()["body"]
-            assert "YES" in asked and "Daten" in asked
-        with uow.transaction(tenant) as tx:
-            rows = _pending(tx.conn, user["id"], "JA")
-            handled = handle_in_turn(tx, user, rows, now=utcnow(), request_id=None)
-        assert handled is not None and "erased" in handled.reason
-        with db("alpha") as conn:
-            assert _scan(conn, [user["phone"]]) == []
-    finally:
-        pools.close()
+    yield tenant, UnitOfWork(pools, lambda _pub: None), user
+    pools.close()
 
 
-def test_anything_but_yes_or_an_expired_question_cancels(tenants, db):
-    tenant, pools = tenants.require("alpha"), TenantPools(max_size=2)
-    uow = UnitOfWork(pools, lambda _pub: None)
+def test_a_user_asks_by_message_and_confirms(asker, db):
+    tenant, uow, user = asker
+    with uow.transaction(tenant) as tx:
+        rows = _pending(tx.conn, user["id"], "Bitte lösche meine Daten")
+        handled = handle_in_turn(tx, user, rows, now=utcnow(), request_id=None)
+    assert handled.answered == [r["id"] for r in rows] and uow.pending()  # the question's send
     with db("alpha") as conn:
-        user = factories.user(conn)
-    try:
-        with uow.transaction(tenant) as tx:
-            handle_in_turn(tx, user, _pending(tx.conn, user["id"], "delete my data"), now=utcnow(), request_id=None)
-        with uow.transaction(tenant) as tx:
-            tx.conn.execute("UPDATE messages SET status = 'answered' WHERE user_id = %s", (user["id"],))
-            assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "what time is it?"), now=utcnow(),
-                                  request_id=None) is None
-            tx.conn.execute("UPDATE messages SET status = 'answered' WHERE user_id = %s", (user["id"],))
-            assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "yes"), now=utcnow(),
-                                  request_id=None) is None  # the question was cancelled: a plain "yes"
-            handle_in_turn(tx, user, _pending(tx.conn, user["id"], "forget me"), now=utcnow(), request_id=None)
-        with uow.transaction(tenant) as tx:  # asked again, but the YES comes after the question expired
-            late = utcnow() + timedelta(minutes=16)
-            assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "YES"), now=late, request_id=None) is None
-        with db("alpha") as conn:
-            assert conn.execute("SELECT count(*) AS n FROM users WHERE id = %s", (user["id"],)).fetchone()["n"] == 1
-    finally:
-        pools.close()
+        asked = conn.execute("SELECT body FROM messages WHERE user_id = %s AND role = 'assistant'",
+                             (user["id"],)).fetchone()["body"]
+        assert "YES" in asked and "Daten" in asked
+    with uow.transaction(tenant) as tx:
+        rows = _pending(tx.conn, user["id"], "JA")
+        handled = handle_in_turn(tx, user, rows, now=utcnow(), request_id=None)
+    assert handled is not None and "erased" in handled.reason
+    with db("alpha") as conn:
+        assert _scan(conn, [user["phone"]]) == []
+
+
+def test_anything_but_yes_or_an_expired_question_cancels(asker, db):
+    tenant, uow, user = asker
+    with uow.transaction(tenant) as tx:
+        handle_in_turn(tx, user, _pending(tx.conn, user["id"], "delete my data"), now=utcnow(), request_id=None)
+    with uow.transaction(tenant) as tx:
+        tx.conn.execute("UPDATE messages SET status = 'answered' WHERE user_id = %s", (user["id"],))
+        assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "what time is it?"), now=utcnow(),
+                              request_id=None) is None
+        tx.conn.execute("UPDATE messages SET status = 'answered' WHERE user_id = %s", (user["id"],))
+        assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "yes"), now=utcnow(),
+                              request_id=None) is None  # the question was cancelled: a plain "yes"
+        handle_in_turn(tx, user, _pending(tx.conn, user["id"], "forget me"), now=utcnow(), request_id=None)
+    with uow.transaction(tenant) as tx:  # asked again, but the YES comes after the question expired
+        late = utcnow() + timedelta(minutes=16)
+        assert handle_in_turn(tx, user, _pending(tx.conn, user["id"], "YES"), now=late, request_id=None) is None
+    with db("alpha") as conn:
+        assert conn.execute("SELECT count(*) AS n FROM users WHERE id = %s", (user["id"],)).fetchone()["n"] == 1
 
 
 def test_forget_while_the_users_turn_is_running(client, worker, sandbox, fake_openai, db, tenants):

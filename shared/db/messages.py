@@ -96,16 +96,22 @@ def recent_history(conn: psycopg.Connection, user_id: int, limit: int = 20, befo
     return list(reversed(rows))
 
 
-def insert_assistant_message(conn: psycopg.Connection, *, user_id: int, body: str, reply_to: int | None,
-                             request_id: str | None) -> int:
+def _insert_outgoing(conn: psycopg.Connection, *, user_id: int, role: str, body: str, reply_to: int | None = None,
+                     operator_id: str | None = None, request_id: str | None = None) -> int:
     row = conn.execute(
         """
-        INSERT INTO messages (user_id, role, body, status, reply_to, request_id)
-        VALUES (%s, 'assistant', %s, 'stored', %s, %s) RETURNING id
+        INSERT INTO messages (user_id, role, body, status, reply_to, operator_id, request_id)
+        VALUES (%s, %s, %s, 'stored', %s, %s, %s) RETURNING id
         """,
-        (user_id, body, reply_to, request_id),
+        (user_id, role, body, reply_to, operator_id, request_id),
     ).fetchone()
     return row["id"]
+
+
+def insert_assistant_message(conn: psycopg.Connection, *, user_id: int, body: str, reply_to: int | None,
+                             request_id: str | None) -> int:
+    return _insert_outgoing(conn, user_id=user_id, role="assistant", body=body, reply_to=reply_to,
+                            request_id=request_id)
 
 
 def stalled_users(conn: psycopg.Connection, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:
@@ -130,11 +136,5 @@ def abandoned_users(conn: psycopg.Connection, older_than_seconds: int = 6 * 3600
 def insert_operator_message(conn: psycopg.Connection, *, user_id: int, body: str, operator_id: str,
                             request_id: str | None = None) -> int:
     """What an operator (a person of the business) wrote to the user: role 'operator', with the operator's id."""
-    row = conn.execute(
-        """
-        INSERT INTO messages (user_id, role, body, status, operator_id, request_id)
-        VALUES (%s, 'operator', %s, 'stored', %s, %s) RETURNING id
-        """,
-        (user_id, body, operator_id, request_id),
-    ).fetchone()
-    return row["id"]
+    return _insert_outgoing(conn, user_id=user_id, role="operator", body=body, operator_id=operator_id,
+                            request_id=request_id)
