@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -130,12 +131,16 @@ class TurnOutcome:
     reason: str = ""
 
 
-def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> None:
+ACK_WAIT_SECONDS = 5.0  # at most this long before the reply, for the blue ticks to be sent first
+
+
+def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> Any:
     """Blue ticks and a typing indicator while the turn runs: optional per tenant, failures harmless. Sent in the
-    background: two HTTP round trips to Infobip must not hold the user's turn lock and a database connection."""
+    background, at the same time as the model works; the turn waits for them (`_acknowledged`) only before its
+    reply is queued, so the user never sees the answer before the ticks. Returns what `deps.background` gave."""
     client = deps.infobip_for(tenant) if deps.infobip_for else None
     if client is None or not (tenant.config.mark_read or tenant.config.typing_indicator):
-        return
+        return None
     message_ids = [m["infobip_message_id"] for m in pending] if tenant.config.mark_read else []
 
     def send() -> None:
@@ -147,7 +152,16 @@ def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]
         except Exception:  # the clients never raise by contract; belt and braces, it must not cost the turn
             log.warning("mark-as-read / typing failed", exc_info=True)
 
-    deps.background(send)
+    return deps.background(send)
+
+
+def _acknowledged(pending_ack: Any) -> None:
+    """Wait (bounded) for the blue ticks sent in the background; a slow or failed one does not hold the reply."""
+    if isinstance(pending_ack, Future):
+        try:
+            pending_ack.result(timeout=ACK_WAIT_SECONDS)
+        except Exception:  # a timeout: the reply goes anyway (the ticks may follow it)
+            log.warning("mark-as-read / typing still running; replying anyway")
 
 
 def _transcribe(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, rows: list[dict], calls: list) -> None:
@@ -283,7 +297,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         rows = _for_the_model(tx, deps, user, pending, request_id)
         if isinstance(rows, TurnOutcome):
             return rows
-        _acknowledge(tenant, deps, phone, rows)
+        pending_ack = _acknowledge(tenant, deps, phone, rows)
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
         spoken = said_at(rows[-1]["received_at"], now)
@@ -291,6 +305,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         _transcribe(conn, tenant, deps, llm, rows, calls)
         reply, summary = _compose_reply(conn, tenant, deps, llm, user_id, phone, rows, now=now, spoken=spoken,
                                         request_id=request_id, calls=calls)
+        _acknowledged(pending_ack)
         reply_id = messages.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
                                                      request_id=request_id)
         queue_reply(tx, user_id=user_id, phone=phone, text=reply, source_message=reply_id, request_id=request_id,
