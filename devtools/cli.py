@@ -1,4 +1,4 @@
-"""The `wabot` command: dev, chat, migrate, check, sandbox, providers, operators, conversations, users."""
+"""The `wabot` command: dev, chat, migrate, check, sandbox, providers, operators, conversations, users, kb."""
 from __future__ import annotations
 
 import argparse
@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     from devtools.cli_admin import add_parser as add_admin_parser
 
     add_admin_parser(sub)
+    from devtools.cli_kb import add_parser as add_kb_parser
+
+    add_kb_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -67,19 +67,28 @@ class FailingEmbedder:
         raise LLMError("embeddings unreachable: ConnectError")
 
 
-@pytest.fixture(scope="module", params=["pgvector", "sql_fallback", "no_pgvector_server"])
-def mem_tenant(request, settings, pg_url):
-    if request.param == "no_pgvector_server":
+STORE_MODES = ["pgvector", "sql_fallback", "no_pgvector_server"]
+
+
+def tenant_in_mode(mode: str, settings, pg_url: str, prefix: str):
+    """A migrated tenant whose store runs in `mode`: pgvector, sql_fallback by choice, or pgvector asked for on a
+    server without it (skipped when none answers); (mode, tenant), its database dropped afterwards."""
+    if mode == "no_pgvector_server":
         if not _system_pg_without_vector():
             pytest.skip("no PostgreSQL without pgvector answers at TEST_FALLBACK_DATABASE_URL")
-        tenant = make_tenant(settings, fresh_dsn(SYSTEM_PG, "memfallback"), "pgvector")  # asks, cannot have it
+        tenant = make_tenant(settings, fresh_dsn(SYSTEM_PG, f"{prefix}fallback"), "pgvector")  # asks, cannot have it
     else:
-        tenant = make_tenant(settings, fresh_dsn(pg_url, "mem"), request.param)
+        tenant = make_tenant(settings, fresh_dsn(pg_url, prefix), mode)
     migrate_tenant(tenant)
-    yield request.param, tenant
-    if request.param == "no_pgvector_server":
+    yield mode, tenant
+    if mode == "no_pgvector_server":
         with psycopg.connect(SYSTEM_PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(tenant.db_dsn)["dbname"]}"')
+
+
+@pytest.fixture(scope="module", params=STORE_MODES)
+def mem_tenant(request, settings, pg_url):
+    yield from tenant_in_mode(request.param, settings, pg_url, "mem")
 
 
 @pytest.fixture

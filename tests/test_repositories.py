@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SQL_FREE = ("shared/conversation", "shared/delivery", "shared/handoff")
-REPOSITORIES = ("users", "messages", "outbound", "pending_reports", "reminders", "usage", "conversation_events")
+SQL_FREE = ("shared/conversation", "shared/delivery", "shared/handoff", "shared/knowledge")
+REPOSITORIES = ("users", "messages", "outbound", "pending_reports", "reminders", "usage", "conversation_events",
+                "knowledge")
 DOMAIN = ("shared.conversation", "shared.delivery", "shared.tools", "shared.agents", "shared.llm")
 
 

@@ -47,6 +47,7 @@ EMBEDDING_DIMS = {
     "all-MiniLM-L6-v2": 384,
     "local-minilm": 384,
     "local-hash": 256,
+    "wordllama-256": 256,
 }
 
 

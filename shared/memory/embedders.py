@@ -1,6 +1,8 @@
 """Embedders turn texts into vectors for the pgvector memory; one call embeds a whole batch.
 
 - `HashEmbedder`: offline and deterministic (embedding_model `local-hash`); no model, no network.
+- `WordLlamaEmbedder` (shared/memory/wordllama_embedder.py): offline semantic vectors (embedding_model
+  `wordllama-256`) from the static model packaged in PyPI `wordllama`; no torch, no network.
 - `OpenAICompatEmbedder`: OpenAI (`text-embedding-3-small`, ...) or Ollama (`nomic-embed-text`, `all-minilm`)
   through the OpenAI-compatible embeddings endpoint.
 
@@ -23,10 +25,11 @@ from shared.config.settings import embedding_api_key, environment
 from shared.errors import ConfigError
 from shared.llm.base import LLMError
 from shared.llm.openai_compat import OpenAICompatProvider
+from shared.memory.wordllama_embedder import WordLlamaEmbedder
 from shared.config.tenants import Tenant
 
 OLLAMA_MODELS = ("nomic-embed-text", "all-minilm", "mxbai-embed-large", "snowflake-arctic-embed", "bge-m3")
-LOCAL_MODELS = ("local-hash",)
+LOCAL_MODELS = ("local-hash", "wordllama-256")
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -184,6 +187,21 @@ def _numbers(values: Any, what: str) -> list[float]:
     return [float(v) for v in values]
 
 
+class EmbeddingStore:
+    """A store of one tenant that embeds: `embedder` defaults to `embedder_for(tenant)`, built on first use (a
+    store in sql mode never needs one, so a tenant without an embeddings API still works there)."""
+
+    def __init__(self, tenant: Tenant, embedder: Embedder | None = None):
+        self.tenant = tenant
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = embedder_for(self.tenant)
+        return self._embedder
+
+
 def _check_text(text: Any) -> str:
     if not isinstance(text, str):
         raise TypeError(f"embedders take strings, not {type(text).__name__}")
@@ -193,7 +211,7 @@ def _check_text(text: Any) -> str:
 def _default_provider(tenant: Tenant) -> str:
     """By model name first (local-*, text-embedding-*, Ollama's models), then by the tenant's LLM provider."""
     model = tenant.embedding_model
-    if model.startswith("local-"):
+    if model.startswith("local-") or model in LOCAL_MODELS:
         return "local"
     if model.startswith("text-embedding-"):
         return "openai"
@@ -217,6 +235,10 @@ def embedder_for(tenant: Tenant, env: Mapping[str, str] | None = None) -> Embedd
     if provider == "local":
         if model == "local-hash":
             return HashEmbedder(dim)
+        if model == "wordllama-256":
+            if dim != 256:
+                raise DimensionMismatch(model, 256, dim)
+            return WordLlamaEmbedder()
         raise ConfigError(f"{where}: embedding_model {model!r} is not an offline model (offline: "
                           f"{', '.join(LOCAL_MODELS)})")
     if provider == "ollama":

@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 from shared.db.migrate import has_vector
 from shared.errors import ConfigError
 from shared.llm.base import LLMError
-from shared.memory.embedders import Embedder, embedder_for
+from shared.memory.embedders import Embedder, EmbeddingStore
 from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -204,19 +204,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class MemoryStore:
-    """Memory of one tenant. `embedder` defaults to `embedder_for(tenant)`, built on first use (sql mode never
-    needs one, so a tenant without an embeddings API still works there)."""
-
-    def __init__(self, tenant: Tenant, embedder: Embedder | None = None):
-        self.tenant = tenant
-        self._embedder = embedder
-
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = embedder_for(self.tenant)
-        return self._embedder
+class MemoryStore(EmbeddingStore):
+    """Memory of one tenant (its embedder built on first use: shared.memory.embedders.EmbeddingStore)."""
 
     # ---- mode
     def mode(self, conn: psycopg.Connection) -> str:
