@@ -101,8 +101,8 @@ def _filters(tags: Sequence[str] | None, source: str | None) -> tuple[str, dict]
 
 def vector_ranked(conn: psycopg.Connection, query_vector: Sequence[float], limit: int,
                   tags: Sequence[str] | None = None, source: str | None = None, min_similarity: float = 0.0
-                  ) -> list[int]:
-    """Ids of the chunks nearest the query by cosine distance (similarity at least `min_similarity`), nearest
+                  ) -> list[tuple[int, float]]:
+    """(id, cosine similarity) of the chunks nearest the query (similarity at least `min_similarity`), nearest
     first. Filtered searches rank exactly over the filtered rows (MATERIALIZED), so a filter never empties an
     approximate (HNSW) candidate list."""
     where, params = _filters(tags, source)
@@ -114,10 +114,11 @@ def vector_ranked(conn: psycopg.Connection, query_vector: Sequence[float], limit
                 SELECT c.id, c.embedding FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
                 WHERE {where} AND c.embedding IS NOT NULL
             )
-            SELECT id FROM candidates WHERE embedding <=> %(q)s::vector <= %(max_distance)s
+            SELECT id, 1 - (embedding <=> %(q)s::vector) AS similarity FROM candidates
+            WHERE embedding <=> %(q)s::vector <= %(max_distance)s
             ORDER BY embedding <=> %(q)s::vector, id LIMIT %(limit)s
         """, params).fetchall()
-    return [r["id"] for r in rows]
+    return [(r["id"], float(r["similarity"])) for r in rows]
 
 
 def fulltext_ranked(conn: psycopg.Connection, tsquery: str, limit: int, tags: Sequence[str] | None = None,
@@ -143,3 +144,9 @@ def chunks_with_documents(conn: psycopg.Connection, chunk_ids: Sequence[int]) ->
             JOIN knowledge_documents d ON d.id = c.document_id WHERE c.id = ANY(%s)
         """, (list(chunk_ids),)).fetchall()
     return {r["id"]: r for r in rows}
+
+
+def has_ready_documents(conn: psycopg.Connection) -> bool:
+    """Whether the tenant has any searchable document (a turn skips knowledge search, and its query embedding,
+    when it has none)."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM knowledge_documents WHERE status = 'ready')").fetchone()[0]

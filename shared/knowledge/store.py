@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -41,6 +42,7 @@ MAX_QUERY_CHARS = 2000
 # chunk that answers it can have a low cosine (a few shared words among hundreds), and fusion ranks them anyway;
 # whether a hit is relevant enough for a prompt is the caller's cut, not the ranking's.
 MIN_SIMILARITY = 0.0
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,30 @@ class KnowledgeHit:
     page_start: int | None
     page_end: int | None
     text: str
-    score: float
-    matched: tuple[str, ...]  # which rankings found it: "vector", "fulltext"
+    score: float                # RRF: orders hits, says nothing about whether they answer anything
+    matched: tuple[str, ...]    # which rankings found it: "vector", "fulltext"
+    similarity: float | None = None  # cosine similarity to the query (None: the vector ranking did not find it)
+    coverage: float = 0.0       # share of the query's words (stop words aside) in the chunk, its headings, title
 
     def as_json(self) -> dict:
         return {"chunk_id": self.chunk_id, "source": self.source, "title": self.title,
                 "heading_path": self.heading_path, "page_start": self.page_start, "page_end": self.page_end,
-                "text": self.text, "score": round(self.score, 5), "matched": list(self.matched)}
+                "text": self.text, "score": round(self.score, 5), "matched": list(self.matched),
+                "similarity": None if self.similarity is None else round(self.similarity, 4),
+                "coverage": round(self.coverage, 3)}
+
+    def relevant(self, min_similarity: float, min_coverage: float) -> bool:
+        """Whether the hit is close enough to the question to ground an answer: either measure suffices."""
+        return (self.similarity is not None and self.similarity >= min_similarity) or self.coverage >= min_coverage
+
+    def citation(self) -> str:
+        """Where the passage comes from, as a person would cite it: title › section (p. 17)."""
+        where = " › ".join([self.title or Path(self.source).name, *self.heading_path[-2:]])
+        if self.page_start is not None:
+            pages = self.page_start if self.page_end in (None, self.page_start) else \
+                f"{self.page_start}-{self.page_end}"
+            where += f" (p. {pages})"
+        return where
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,20 @@ class KnowledgeSearch:
     hits: list[KnowledgeHit]
     mode: str  # "hybrid" | "fulltext"
     note: str | None = None  # why vector search was not used, when the tenant wanted it
+
+    def relevant(self, min_similarity: float, min_coverage: float) -> list[KnowledgeHit]:
+        return [h for h in self.hits if h.relevant(min_similarity, min_coverage)]
+
+
+def coverage(query: str, text: str) -> float:
+    """The share of the query's words (shared.memory.store.query_terms) found as word prefixes in `text`, as the
+    full-text ranking matches them ('open' finds 'opening')."""
+    terms = query_terms(query)
+    if not terms:
+        return 0.0
+    words = {w.lower() for w in _WORD.findall(text)}
+    found = sum(1 for t in terms if t in words or any(w.startswith(t) for w in words))
+    return found / len(terms)
 
 
 @dataclass
@@ -212,6 +245,11 @@ class KnowledgeStore(EmbeddingStore):
         return repo.delete_document(conn, source)
 
     # ---- reads
+    @staticmethod
+    def has_documents(conn: psycopg.Connection) -> bool:
+        """Whether any document is searchable (one index probe; no embedding)."""
+        return repo.has_ready_documents(conn)
+
     def list(self, conn: psycopg.Connection) -> list[dict]:
         """Every document row (failed ones too, with their error), by source."""
         return repo.list_documents(conn)
@@ -234,8 +272,9 @@ class KnowledgeStore(EmbeddingStore):
         query = query[:MAX_QUERY_CHARS]
         tags = _clean_tags(tags) if tags is not None else None
         k = max(limit * CANDIDATES, MIN_CANDIDATES)
-        vector_ids, note = self._vector_candidates(conn, query, k, tags, document)
-        rankings = {"vector": vector_ids} if vector_ids is not None else {}
+        vector, note = self._vector_candidates(conn, query, k, tags, document)
+        similarity = dict(vector or ())
+        rankings = {"vector": [i for i, _ in vector]} if vector is not None else {}
         tsquery = fulltext_query(query)
         rankings["fulltext"] = repo.fulltext_ranked(conn, tsquery, k, tags, document) if tsquery else []
         fused = fuse(rankings)[:limit]
@@ -243,11 +282,16 @@ class KnowledgeStore(EmbeddingStore):
         hits = [KnowledgeHit(chunk_id=i, document_id=rows[i]["document_id"], source=rows[i]["source"],
                              title=rows[i]["title"], heading_path=list(rows[i]["heading_path"]),
                              page_start=rows[i]["page_start"], page_end=rows[i]["page_end"], text=rows[i]["text"],
-                             score=score, matched=found) for i, score, found in fused if i in rows]
-        return KnowledgeSearch(hits, "hybrid" if vector_ids is not None else "fulltext", note)
+                             score=score, matched=found, similarity=similarity.get(i),
+                             coverage=coverage(query, " ".join([rows[i]["title"], *rows[i]["heading_path"],
+                                                                 rows[i]["text"]])))
+                for i, score, found in fused if i in rows]
+        return KnowledgeSearch(hits, "hybrid" if vector is not None else "fulltext", note)
 
-    def _vector_candidates(self, conn, query: str, k: int, tags, document) -> tuple[list[int] | None, str | None]:
-        """The vector ranking's ids, or (None, why not): None in sql mode, and on an embedder failure (logged)."""
+    def _vector_candidates(self, conn, query: str, k: int, tags, document
+                           ) -> tuple[list[tuple[int, float]] | None, str | None]:
+        """The vector ranking's (id, similarity), or (None, why not): None in sql mode, and on an embedder
+        failure (logged)."""
         if fulltext_query(query) is None:  # no words: nothing to look for
             return None, None
         try:
