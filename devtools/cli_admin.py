@@ -1,7 +1,7 @@
 """`wabot operators|conversations|users`: the admin API's operations from the command line, on one tenant.
 
-- `operators add|list|revoke`: who may call /api/v1/tenants/<tenant>/...; a new token is printed ONCE (only its
-  SHA-256 is stored);
+- `operators add|list|revoke|password`: who may call /api/v1/tenants/<tenant>/...; a new token is printed ONCE
+  (only its SHA-256 is stored); `--password` / `password` set the operator's console sign-in (a scrypt hash);
 - `conversations list|show|takeover|handback`;
 - `users export|forget --phone P`: everything stored about a user as JSON; its erasure (audited as `cli:<user>`).
 """
@@ -11,30 +11,9 @@ import argparse
 import getpass
 import json
 import sys
-from contextlib import contextmanager
 
+from devtools.cli_common import connection, fail, load_tenant
 from shared.errors import ConfigError
-
-
-def _tenant(tenant_id: str):
-    from shared.config.settings import load_settings
-    from shared.config.tenants import load_tenants
-
-    settings = load_settings()
-    return settings, load_tenants(settings).require(tenant_id)
-
-
-@contextmanager
-def _conn(tenant):
-    import psycopg
-    from psycopg.rows import dict_row
-
-    try:
-        conn = psycopg.connect(tenant.db_dsn, connect_timeout=10, row_factory=dict_row)
-    except psycopg.OperationalError as exc:
-        raise ConfigError(f"tenant {tenant.tenant_id}: database unreachable ({exc.__class__.__name__})") from None
-    with conn:  # commits when the block ends, rolls back on error
-        yield conn
 
 
 def _actor() -> str:
@@ -51,11 +30,6 @@ def _user_id(conn, phone: str) -> int | None:
         raise ConfigError("--phone is not a phone number (5-20 digits with its country code)") from None
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"wabot: {message}", file=sys.stderr)
-    return code
-
-
 # ------------------------------------------------------------ operators
 
 def cmd_operators_add(args) -> int:
@@ -64,24 +38,53 @@ def cmd_operators_add(args) -> int:
     from ingress.admin_api.tokens import hash_token, new_token
     from shared.db import operators
 
-    _settings, tenant = _tenant(args.tenant)
+    _settings, tenant = load_tenant(args.tenant)
     token = new_token()
     try:
-        with _conn(tenant) as conn:
+        with connection(tenant) as conn:
             row = operators.create(conn, args.name, hash_token(token))
     except psycopg.errors.UniqueViolation:
-        return _fail(f"an active operator named {args.name!r} exists; revoke it first", 2)
+        return fail(f"an active operator named {args.name!r} exists; revoke it first", 2)
     print(f"operator {row['name']} (id {row['id']}) added to tenant {tenant.tenant_id}.")
     print("Token (shown once, store it now; only its hash is kept):")
     print(token)
+    if args.password:
+        return cmd_operators_password(args)
+    return 0
+
+
+def _read_password() -> str:
+    """From the terminal (asked twice, not echoed), or the first line of standard input when it is not one."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Console password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit(fail("the two passwords differ; nothing changed", 2))
+    return first
+
+
+def cmd_operators_password(args) -> int:
+    from shared.db import operators
+    from shared.passwords import WeakPassword, hash_password
+
+    _settings, tenant = load_tenant(args.tenant)
+    try:
+        hashed = hash_password(_read_password())
+    except WeakPassword as exc:
+        return fail(f"{exc}; nothing changed", 2)
+    with connection(tenant) as conn:
+        changed = operators.set_password(conn, args.name, hashed)
+    if not changed:
+        return fail(f"no active operator named {args.name!r} in tenant {tenant.tenant_id}")
+    print(f"operator {args.name} may sign in to the console: /console/login, business {tenant.tenant_id}")
     return 0
 
 
 def cmd_operators_list(args) -> int:
     from shared.db import operators
 
-    _settings, tenant = _tenant(args.tenant)
-    with _conn(tenant) as conn:
+    _settings, tenant = load_tenant(args.tenant)
+    with connection(tenant) as conn:
         rows = operators.list_all(conn)
     for r in rows:
         status = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
@@ -94,11 +97,11 @@ def cmd_operators_list(args) -> int:
 def cmd_operators_revoke(args) -> int:
     from shared.db import operators
 
-    _settings, tenant = _tenant(args.tenant)
-    with _conn(tenant) as conn:
+    _settings, tenant = load_tenant(args.tenant)
+    with connection(tenant) as conn:
         revoked = operators.revoke(conn, args.name)
     if not revoked:
-        return _fail(f"no active operator named {args.name!r} in tenant {tenant.tenant_id}")
+        return fail(f"no active operator named {args.name!r} in tenant {tenant.tenant_id}")
     print(f"operator {args.name} revoked: its token no longer works")
     return 0
 
@@ -108,9 +111,9 @@ def cmd_operators_revoke(args) -> int:
 def cmd_conversations_list(args) -> int:
     from shared.db import user_data
 
-    _settings, tenant = _tenant(args.tenant)
+    _settings, tenant = load_tenant(args.tenant)
     digits = "".join(c for c in args.search if c.isdigit()) if args.search else None
-    with _conn(tenant) as conn:
+    with connection(tenant) as conn:
         rows = user_data.list_conversations(conn, state=args.state, search=args.search, digits=digits or None,
                                             limit=args.limit, offset=0)
     for r in rows:
@@ -122,11 +125,11 @@ def cmd_conversations_list(args) -> int:
 def cmd_conversations_show(args) -> int:
     from shared.db import user_data
 
-    _settings, tenant = _tenant(args.tenant)
-    with _conn(tenant) as conn:
+    _settings, tenant = load_tenant(args.tenant)
+    with connection(tenant) as conn:
         user_id = _user_id(conn, args.phone)
         if user_id is None:
-            return _fail("no such user in this tenant")
+            return fail("no such user in this tenant")
         head = user_data.conversation(conn, user_id)
         rows = user_data.messages_with_delivery(conn, user_id, before_id=None, limit=args.limit)
     print(f"user {user_id} +{head['phone']} ({head['name'] or '-'}) state={head['state']}")
@@ -144,14 +147,14 @@ def _switch(args, which: str) -> int:
     from shared.handoff.state import conversation_state, hand_back, take_over
     from shared.queueing.tasks import enqueue, make_celery
 
-    settings, tenant = _tenant(args.tenant)
+    settings, tenant = load_tenant(args.tenant)
     celery, pools = make_celery(settings), TenantPools(max_size=1)
     uow = UnitOfWork(pools, lambda pub: enqueue(celery, pub.task, pub.payload, pub.countdown))
     try:
         with uow.transaction(tenant) as tx:
             user_id = _user_id(tx.conn, args.phone)
             if user_id is None:
-                return _fail("no such user in this tenant")
+                return fail("no such user in this tenant")
             switch = take_over if which == "takeover" else hand_back
             changed = switch(tx, user_id, by=_actor(), reason=args.reason)
             state = conversation_state(tx.conn, user_id)
@@ -175,12 +178,12 @@ def cmd_conversations_handback(args) -> int:
 def cmd_users_export(args) -> int:
     from shared.privacy.requests import export_user
 
-    _settings, tenant = _tenant(args.tenant)
-    with _conn(tenant) as conn:
+    _settings, tenant = load_tenant(args.tenant)
+    with connection(tenant) as conn:
         user_id = _user_id(conn, args.phone)
         data = export_user(conn, user_id, actor=_actor()) if user_id is not None else None
     if data is None:
-        return _fail("no such user in this tenant")
+        return fail("no such user in this tenant")
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
@@ -195,14 +198,14 @@ def cmd_users_forget(args) -> int:
     from shared.clock import utcnow
     from shared.privacy.requests import forget_user
 
-    _settings, tenant = _tenant(args.tenant)
+    _settings, tenant = load_tenant(args.tenant)
     if not args.yes:
-        return _fail("this erases the user's data for good; add --yes to confirm", 2)
-    with _conn(tenant) as conn:
+        return fail("this erases the user's data for good; add --yes to confirm", 2)
+    with connection(tenant) as conn:
         user_id = _user_id(conn, args.phone)
         deleted = forget_user(conn, user_id, actor=_actor(), now=utcnow()) if user_id is not None else None
     if deleted is None:
-        return _fail("no such user in this tenant")
+        return fail("no such user in this tenant")
     print(f"user {user_id} erased: " + ", ".join(f"{k}={v}" for k, v in deleted.items()))
     return 0
 
@@ -219,7 +222,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     ops = sub.add_parser("operators", help="admin API operators of a tenant").add_subparsers(
         dest="operators_command", required=True)
-    command(ops, "add", cmd_operators_add, "add an operator; prints its token once").add_argument(
+    add = command(ops, "add", cmd_operators_add, "add an operator; prints its token once")
+    add.add_argument("--name", required=True)
+    add.add_argument("--password", action="store_true",
+                     help="also set a console password (asked, or read from standard input)")
+    command(ops, "password", cmd_operators_password,
+            "set an operator's console password (asked, or read from standard input)").add_argument(
         "--name", required=True)
     command(ops, "list", cmd_operators_list, "the tenant's operators")
     command(ops, "revoke", cmd_operators_revoke, "revoke an operator's token").add_argument("--name", required=True)

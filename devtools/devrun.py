@@ -87,8 +87,9 @@ def run_dev(with_flower: bool = True) -> int:
         sup.spawn("inbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q", "inbound", "-P", "threads",
                               "-c", env.get("INBOUND_CONCURRENCY", "20"), "-n", "inbound@%h", "--without-mingle",
                               "--without-gossip"])
-        sup.spawn("outbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q", "outbound,events,scheduled",
-                               "-P", "threads", "-c", env.get("OUTBOUND_CONCURRENCY", "8"), "-n", "outbound@%h",
+        sup.spawn("outbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q",
+                               "outbound,events,scheduled,knowledge", "-P", "threads",
+                               "-c", env.get("OUTBOUND_CONCURRENCY", "8"), "-n", "outbound@%h",
                                "--without-mingle", "--without-gossip"])
         sup.spawn("beat", [py, "-m", "celery", "-A", "workers", "beat", "-s",
                            str(DATA / "celerybeat-schedule"), "--loglevel", "INFO"])

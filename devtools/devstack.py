@@ -30,7 +30,7 @@ tenants:
   - tenant_id: demo
     waba_number: "+44 7860 099299"
     # db_dsn: omitted, so the tenant gets database wabot_demo on DATABASE_URL_DEFAULT's server
-    embedding_model: local-hash
+    embedding_model: wordllama-256
     vector_store: pgvector
     enabled_agents: [orchestrator, db_agent, http_agent]
     config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from flask import Flask
 
-from ingress import admin_api, errors, health, request_context, webhooks
+from ingress import admin_api, console, errors, health, request_context, webhooks
 from ingress.state import IngressState
 from ingress.state import init_app as init_state
 from shared.log import configure_logging
@@ -30,4 +30,5 @@ def create_app(settings: Settings | None = None, tenants: TenantRegistry | None 
     webhooks.init_app(app)
     health.init_app(app)
     admin_api.init_app(app)
+    console.init_app(app)  # after admin_api: it shares its pools and limiter
     return app

@@ -106,13 +106,13 @@ tenants:
   - tenant_id: alpha
     waba_number: "+{NUMBERS['alpha']}"
     db_dsn: "${{ALPHA_DSN}}"
-    embedding_model: local-hash
+    embedding_model: wordllama-256
     enabled_agents: [orchestrator, db_agent, http_agent]
     config: {{business_name: Alpha Dental, timezone: Europe/London, rag_enabled: true, debounce_ms: 200}}
 {WEATHER_TOOL}  - tenant_id: beta
     waba_number: "{NUMBERS['beta'][:2]} {NUMBERS['beta'][2:6]}-{NUMBERS['beta'][6:]}"
     db_dsn: "${{BETA_DSN}}"
-    embedding_model: local-hash
+    embedding_model: wordllama-256
     webhook_token: "${{BETA_WEBHOOK_TOKEN}}"
     config: {{business_name: Beta Bikes, timezone: America/New_York}}
     templates:
@@ -120,7 +120,7 @@ tenants:
   - tenant_id: gamma
     waba_number: "+{NUMBERS['gamma']}"
     db_dsn: "${{GAMMA_DSN}}"
-    embedding_model: local-hash
+    embedding_model: wordllama-256
     enabled_agents: [orchestrator, db_agent, http_agent]
     llm: {{provider: openai, model_chat: gpt-4o-mini, base_url: "${{FAKE_OPENAI_URL}}", api_key: "${{GAMMA_LLM_KEY}}"}}
     config: {{business_name: Gamma Gym, timezone: Europe/Berlin, debounce_ms: 200, max_context_tokens: 1200}}
@@ -129,7 +129,7 @@ tenants:
 {WEATHER_TOOL}  - tenant_id: delta
     waba_number: "+{NUMBERS['delta']}"
     db_dsn: "${{DELTA_DSN}}"
-    embedding_model: local-hash
+    embedding_model: wordllama-256
     config: {{business_name: Delta Deli, timezone: UTC, debounce_ms: 200, daily_token_budget: 300,
               rate_limit_user: "5/minute"}}
 """)
@@ -209,7 +209,7 @@ class Proc:
         self._fh.close()
 
 
-def start_worker(env: dict, log_path: Path, queues: str = "inbound,outbound,events,scheduled",
+def start_worker(env: dict, log_path: Path, queues: str = "inbound,outbound,events,scheduled,knowledge",
                  concurrency: int = 8, name: str = "test") -> Proc:
     proc = Proc(name, [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-P", "threads",
                        "-c", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
@@ -272,3 +272,19 @@ def app(settings, tenants):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def knowledge_cleanup(tenants):
+    """Documents and jobs a module adds to the shared tenants are deleted after it (other modules search them)."""
+    ids = {}
+    for tenant in tenants:
+        with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
+            ids[tenant.tenant_id] = [conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+                                     for table in ("knowledge_documents", "knowledge_jobs")]
+    yield
+    for tenant in tenants:
+        with psycopg.connect(tenant.db_dsn, autocommit=True) as conn:
+            docs, jobs = ids[tenant.tenant_id]
+            conn.execute("DELETE FROM knowledge_documents WHERE id > %s", (docs,))
+            conn.execute("DELETE FROM knowledge_jobs WHERE id > %s", (jobs,))

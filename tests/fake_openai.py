@@ -96,11 +96,12 @@ class FakeOpenAI(LocalServer):
 
     def script(self, *responses: dict) -> None:
         """Queue answers for the next authorised chat calls: {"status": 429|500|...}, {"content": "..."},
-        {"tool_calls": [{"name": ..., "arguments": {...} or "raw JSON text"}]}. Optional "headers" on any, and
-        "delay" (seconds to wait before answering: a slow model)."""
+        {"tool_calls": [{"name": ..., "arguments": {...} or "raw JSON text"}]}, {"respond": f} (f(request body)
+        returns one of the others: a model that reads its prompt). Optional "headers" on any, and "delay"
+        (seconds to wait before answering: a slow model)."""
         for r in responses:
-            if not isinstance(r, dict) or not ({"status", "content", "tool_calls"} & set(r)):
-                raise ValueError(f"a scripted response needs status, content or tool_calls: {r!r}")
+            if not isinstance(r, dict) or not ({"status", "content", "tool_calls", "respond"} & set(r)):
+                raise ValueError(f"a scripted response needs status, content, tool_calls or respond: {r!r}")
         with self._lock:
             self._script.extend(responses)
 
@@ -134,6 +135,8 @@ class FakeOpenAI(LocalServer):
             return self._embeddings(body)
         with self._lock:
             scripted = self._script.pop(0) if self._script else None
+        if scripted and "respond" in scripted:
+            scripted = {**scripted, **scripted["respond"](body)}
         return self._chat(body, scripted)
 
     def _chat(self, body: dict, scripted: dict | None) -> Response:

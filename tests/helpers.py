@@ -74,3 +74,15 @@ AUTH = {"X-Webhook-Token": WEBHOOK_TOKEN}
 OFFLINE_ENV = {"REDIS_URL": "redis://127.0.0.1/0", "WEBHOOK_VERIFY_TOKEN": "t", "LLM_PROVIDER": "mock",
                "INFOBIP_BASE_URL": "https://x.api.infobip.com", "INFOBIP_API_KEY": "k",
                "DATABASE_URL_DEFAULT": "postgresql://u@db.example/postgres", "INFOBIP_WABA_NUMBERS": ""}
+
+
+def texts_to(sandbox, user: str) -> list[str]:
+    out = []
+    for r in sandbox.requests(path="/whatsapp/1/message/text"):
+        if (r["json"] or {}).get("to") == user:
+            out.append(r["json"]["content"]["text"])
+    return out
+
+
+def wait_texts(sandbox, user: str, n: int, what: str) -> list[str]:
+    return wait_for(lambda: (lambda t: t if len(t) >= n else None)(texts_to(sandbox, user)), 30, what=what)

@@ -69,7 +69,7 @@ def _call(client, method: str, path: str, body, headers: dict):
 
 
 def test_every_route_is_tested_here():
-    assert len(ROUTES) == len(_endpoints(1))
+    assert len([r for r in ROUTES if "/knowledge/" not in r.rule]) == len(_endpoints(1))  # knowledge: own file
 
 
 def test_every_endpoint_answers_its_own_tenants_operator(client, db, ops):

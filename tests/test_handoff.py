@@ -14,7 +14,7 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from devtools.localserver import LocalServer
-from helpers import AUTH, HANDOFF_SECRET, NUMBERS, inbound, new_user, wait_for
+from helpers import AUTH, HANDOFF_SECRET, NUMBERS, inbound, new_user, texts_to, wait_for, wait_texts
 from shared.conversation.turn import DEFAULT_APOLOGY
 from shared.db.pools import TenantPools
 from shared.db.unit_of_work import UnitOfWork
@@ -73,18 +73,6 @@ def say(web: str, user: str, text: str, when: datetime | None = None) -> str:
     body = inbound(GAMMA, user, {"type": "TEXT", "text": text}, received_at=when)
     assert requests.post(f"{web}/webhooks/infobip", json=body, headers=AUTH, timeout=10).status_code == 200
     return body["results"][0]["messageId"]
-
-
-def texts_to(sandbox, user: str) -> list[str]:
-    out = []
-    for r in sandbox.requests(path="/whatsapp/1/message/text"):
-        if (r["json"] or {}).get("to") == user:
-            out.append(r["json"]["content"]["text"])
-    return out
-
-
-def wait_texts(sandbox, user: str, n: int, what: str) -> list[str]:
-    return wait_for(lambda: (lambda t: t if len(t) >= n else None)(texts_to(sandbox, user)), 30, what=what)
 
 
 def user_row(db, phone: str) -> dict:

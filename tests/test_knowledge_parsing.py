@@ -8,6 +8,7 @@ import docx
 import pypdf
 import pytest
 
+from documents import pdf
 from shared.conversation.tokens import estimate_text
 from shared.knowledge import DocumentError, chunk, parse
 
@@ -59,41 +60,11 @@ HTML = """<!doctype html><html><head><title>Aurora FAQ</title><style>body { colo
 </body></html>"""
 
 
-def _pdf(pages: list[str], title: str | None = None) -> bytes:
-    """A PDF written by hand: one Helvetica text line per paragraph, paragraphs apart, one page per string."""
-    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "", "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    kids = []
-    for text in pages:
-        lines = []
-        for n, paragraph in enumerate(text.split("\n\n")):
-            escaped = paragraph.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            lines.append(f"BT /F1 11 Tf 72 {720 - 40 * n} Td ({escaped}) Tj ET")
-        stream = "\n".join(lines)
-        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objects)} 0 R "
-                       "/Resources << /Font << /F1 3 0 R >> >> >>")
-        kids.append(f"{len(objects)} 0 R")
-    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
-    if title:
-        objects.append(f"<< /Title ({title}) >>")
-    out, offsets = io.BytesIO(), []
-    out.write(b"%PDF-1.4\n")
-    for number, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1"))
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    out.write("".join(f"{o:010d} 00000 n \n" for o in offsets).encode())
-    info = f" /Info {len(objects)} 0 R" if title else ""
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
-
-
 def _thirty_pages() -> bytes:
     pages = [f"Page {n} of the staff handbook.\n\nRoutine notes about shift {n} and cleaning duties for the "
              f"morning team." for n in range(1, 31)]
     pages[16] = "Page 17 of the staff handbook.\n\nThe spare key to the wine cellar is kept in the blue box."
-    return _pdf(pages, title="Staff handbook")
+    return pdf(pages, title="Staff handbook")
 
 
 def _docx() -> bytes:
@@ -161,7 +132,7 @@ def test_a_fact_on_page_17_of_a_30_page_pdf_is_on_page_17():
 
 
 def test_pdf_bookmarks_become_heading_paths():
-    reader = pypdf.PdfReader(io.BytesIO(_pdf(["Intro text.", "Refund rules apply.", "More refund rules."])))
+    reader = pypdf.PdfReader(io.BytesIO(pdf(["Intro text.", "Refund rules apply.", "More refund rules."])))
     writer = pypdf.PdfWriter(clone_from=reader)
     writer.add_outline_item(title="Refunds", page_number=1)
     out = io.BytesIO()
@@ -274,7 +245,7 @@ def test_unsupported_types_and_unreadable_files_raise_a_clear_document_error():
 
 
 def test_an_encrypted_pdf_is_refused_as_encrypted():
-    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(_pdf(["Secret recipe."]))))
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(pdf(["Secret recipe."]))))
     writer.encrypt(user_password="letmein", owner_password="owner", algorithm="RC4-128")
     out = io.BytesIO()
     writer.write(out)

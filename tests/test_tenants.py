@@ -172,12 +172,15 @@ def test_every_config_key_is_a_typed_field_and_nothing_reads_config_by_string():
            "daily_token_budget": 1000, "max_tool_steps": 3, "debounce_ms": 0, "embedding_dim": 1536,
            "rate_limit_user": "5/minute", "rate_limit_tenant": "100/minute", "mark_read": False,
            "typing_indicator": False, "tool_gating": False, "unreadable_message_reply": " Sorry! ",
-           "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops"}
+           "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops",
+           "knowledge_passages": 2, "knowledge_min_similarity": 0.4, "knowledge_min_coverage": 1}
     assert set(cfg) == CONFIG_KEYS
     t = parse(tenant(config=cfg)).require("shop")
     assert t.config.tool_gating is False and t.config.mark_read is False
     assert t.config.unreadable_message_reply == "Sorry!" and t.config.rate_limit_user == "5/minute"
     assert t.config.rag_enabled is False and t.config.max_tool_steps == 3
+    assert (t.config.knowledge_passages, t.config.knowledge_min_similarity, t.config.knowledge_min_coverage) \
+        == (2, 0.4, 1.0)
     # `key:` with no value leaves the default in force
     t = parse(tenant(config={"timezone": "UTC", "failure_reply": None, "max_tool_steps": None})).require("shop")
     assert t.config.failure_reply is None and t.config.max_tool_steps == 6 and t.config.tool_gating is True

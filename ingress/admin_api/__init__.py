@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Flask, jsonify
 
 from ingress.admin_api import routes  # noqa: F401  (registers the endpoints on the blueprint)
+from ingress.admin_api import knowledge_routes  # noqa: F401  (the knowledge base's endpoints, issue 13)
 from ingress.admin_api.api import bp
 from ingress.admin_api.context import make_context
 from ingress.admin_api.openapi import build_spec

@@ -25,6 +25,7 @@ from shared.db import operators
 log = logging.getLogger("ingress.admin_api")
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 MAX_BODY_BYTES = 64 * 1024   # the largest body is one message text (4,096 characters)
+BODY_LIMITS: dict[str, int] = {}  # endpoint -> a larger limit (a knowledge upload: knowledge_routes.py)
 TENANT_PREFIX = "/tenants/<tenant_id>"
 
 
@@ -72,8 +73,9 @@ def _operator(tenant, token: str) -> dict | None:
 
 @bp.before_request
 def _authenticate():
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(413, "request_entity_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    limit = BODY_LIMITS.get(request.endpoint or "", MAX_BODY_BYTES)
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, "request_entity_too_large", f"the body is larger than {limit} bytes")
     tenant_id = (request.view_args or {}).get("tenant_id")
     if tenant_id is None:
         return None  # the OpenAPI description is public

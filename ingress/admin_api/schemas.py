@@ -163,3 +163,132 @@ class Error(Schema):
     message = fields.String()
     request_id = fields.String(allow_none=True)
     details = fields.Raw()
+
+
+# ---------------------------------------------------------------- knowledge (ingress/admin_api/knowledge_routes.py)
+
+MAX_TAGS = 20
+JOB_STATUSES = ("queued", "running", "done", "failed")
+_TAG = fields.String(validate=validate.Length(min=1, max=50))
+
+
+class KnowledgeUrlBody(Schema):
+    url = fields.String(required=True, validate=validate.Length(min=8, max=2000),
+                        metadata={"description": "http(s) URL the knowledge worker fetches (public addresses only)"})
+    tags = fields.List(_TAG, validate=validate.Length(max=MAX_TAGS), load_default=None,
+                       metadata={"description": "replace the document's tags (default: keep them)"})
+
+
+class KnowledgeUploadForm(Schema):
+    """The multipart form's text fields (the file itself is the part `file`)."""
+
+    source = fields.String(validate=validate.Length(min=1, max=2000),
+                           metadata={"description": "the document's name (default: the file name); "
+                                                    "re-uploading under the same source replaces it"})
+    tags = fields.List(_TAG, validate=validate.Length(max=MAX_TAGS), load_default=None)
+
+
+class KnowledgeJobsQuery(_Query):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE))
+    source = fields.String(validate=validate.Length(min=1, max=2000))
+
+
+class KnowledgeDocumentQuery(_Query):
+    chunks = fields.Boolean(load_default=False, metadata={"description": "include the chunks' text"})
+
+
+class KnowledgeSearchQuery(_Query):
+    q = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    limit = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
+    tags = fields.String(validate=validate.Length(min=1, max=500), metadata={"description": "comma-separated"})
+    document = fields.String(validate=validate.Length(min=1, max=2000), metadata={"description": "one source"})
+
+
+class KnowledgeJob(Schema):
+    id = fields.Integer()
+    kind = fields.String(metadata={"enum": ["ingest", "reindex"]})
+    source = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": list(JOB_STATUSES)})
+    result = fields.String(allow_none=True, metadata={"description": "added, updated, unchanged, retagged, "
+                                                                     "failed, reindexed"})
+    document_id = fields.Integer(allow_none=True)
+    chunks_done = fields.Integer()
+    chunks_total = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    embedding_model = fields.String(allow_none=True)
+    embedding_dim = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class KnowledgeJobList(Schema):
+    jobs = fields.List(fields.Nested(KnowledgeJob))
+
+
+class KnowledgeEmbedding(Schema):
+    stored_model = fields.String(allow_none=True)
+    stored_dim = fields.Integer(allow_none=True)
+    configured_model = fields.String()
+    configured_dim = fields.Integer()
+    reindex_needed = fields.Boolean()
+
+
+class KnowledgeChunk(Schema):
+    id = fields.Integer()
+    ordinal = fields.Integer()
+    heading_path = fields.List(fields.String())
+    page_start = fields.Integer(allow_none=True)
+    page_end = fields.Integer(allow_none=True)
+    text = fields.String()
+
+
+class KnowledgeDocument(Schema):
+    id = fields.Integer()
+    source = fields.String()
+    title = fields.String()
+    kind = fields.String()
+    tags = fields.List(fields.String())
+    status = fields.String(metadata={"enum": ["ready", "failed"]})
+    error = fields.String(allow_none=True)
+    chunk_count = fields.Integer()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class KnowledgeDocumentDetail(KnowledgeDocument):
+    chunks = fields.List(fields.Nested(KnowledgeChunk), metadata={"description": "with ?chunks=true"})
+    latest_job = fields.Nested(KnowledgeJob, allow_none=True)
+
+
+class KnowledgeDocumentList(Schema):
+    documents = fields.List(fields.Nested(KnowledgeDocument))
+    embedding = fields.Nested(KnowledgeEmbedding)
+
+
+class KnowledgeRemoved(Schema):
+    document_id = fields.Integer()
+    source = fields.String()
+    removed = fields.Boolean()
+
+
+class KnowledgeHit(Schema):
+    chunk_id = fields.Integer()
+    source = fields.String()
+    title = fields.String()
+    heading_path = fields.List(fields.String())
+    page_start = fields.Integer(allow_none=True)
+    page_end = fields.Integer(allow_none=True)
+    text = fields.String()
+    score = fields.Float()
+    matched = fields.List(fields.String())
+    similarity = fields.Float(allow_none=True)
+    coverage = fields.Float()
+
+
+class KnowledgeSearchResult(Schema):
+    mode = fields.String(metadata={"enum": ["hybrid", "fulltext"]})
+    note = fields.String(allow_none=True)
+    hits = fields.List(fields.Nested(KnowledgeHit))

@@ -37,6 +37,7 @@ class LLMCall:
     tools_used: tuple[str, ...] = ()
     purpose: str = "chat"
     entry: str = ""           # the configured provider entry that answered (primary, fallback, a row's name)
+    passages: tuple[int, ...] = ()  # knowledge chunks the call's prompt carried (shared.conversation.engine)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class AgentRequest:
     calls: list[LLMCall] = field(default_factory=list)  # every model call, appended as it happens (usage survives a
                                                         # failure later in the turn)
     deadline: float | None = None                       # time.monotonic() after which no more tool steps are taken
+    offered: tuple[str, ...] | None = None              # the route's tools (None: the agent's own)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""db_agent: the user's memory, items, events and reminders, in the tenant database."""
+"""db_agent: the user's memory, items, events and reminders, and the business's documents, in the tenant database."""
 from __future__ import annotations
 
 from shared.agents.loop import ToolGroupAgent

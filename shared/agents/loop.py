@@ -106,4 +106,5 @@ class ToolGroupAgent:
         return registry.names(group=self.group)
 
     def handle(self, request: AgentRequest) -> AgentResponse:
-        return run_tool_loop(request, self.name, self.tool_names(request.registry))
+        offered = request.offered if request.offered is not None else self.tool_names(request.registry)
+        return run_tool_loop(request, self.name, list(offered))

@@ -28,21 +28,28 @@ class Orchestrator:
     def tool_names(self, registry) -> list[str]:
         return _union(self.agents, registry)
 
-    def route(self, intent: str, registry, tool_gating: bool = True) -> Route:
-        """Which agent answers (None: the orchestrator's own loop) and the tools the model will be offered."""
+    def route(self, intent: str, registry, tool_gating: bool = True, hidden: Sequence[str] = ()) -> Route:
+        """Which agent answers (None: the orchestrator's own loop) and the tools the model will be offered
+        (never one of `hidden`: tools that cannot help this turn, such as a knowledge search with no documents)."""
         if not tool_gating:  # gating off: every tool, every turn
-            return Route(None, tuple(self.tool_names(registry)))
+            return Route(None, _visible(self.tool_names(registry), hidden))
         if intent == "smalltalk":
             return Route(None, ())
         able = [a for a in self.agents if a.can_handle(intent)] if intent != "unknown" else []
         if len(able) == 1:
-            return Route(able[0], tuple(able[0].tool_names(registry)))
-        return Route(None, tuple(_union(able or self.agents, registry)))
+            return Route(able[0], _visible(able[0].tool_names(registry), hidden))
+        return Route(None, _visible(_union(able or self.agents, registry), hidden))
 
     def handle(self, request: AgentRequest, route: Route) -> AgentResponse:
+        """Carries out `route`: its agent (or the own loop) offers exactly `route.offered`."""
         if route.agent is not None:
+            request.offered = route.offered
             return route.agent.handle(request)
         return run_tool_loop(request, self.name, list(route.offered))
+
+
+def _visible(names: Sequence[str], hidden: Sequence[str]) -> tuple[str, ...]:
+    return tuple(n for n in names if n not in hidden)
 
 
 def _union(agents: Sequence[Agent], registry) -> list[str]:

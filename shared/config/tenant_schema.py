@@ -36,7 +36,8 @@ class Issue:
 
 
 _KIND_ERRORS = {"bool": "must be true or false (unquoted)", "name": "must be a string",
-                "text": "must be a non-empty string", "str": "must be a string"}
+                "text": "must be a non-empty string", "str": "must be a string",
+                "fraction": "must be a number between 0 and 1"}
 
 
 class TenantFileError(ConfigError):
@@ -64,6 +65,9 @@ class Strict(fields.Field):
             ok = isinstance(value, bool)
         elif kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
+        elif kind == "fraction":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+            value = float(value) if ok else value
         elif kind == "name":  # a display name or zone: numbers read as text
             ok = isinstance(value, (str, int)) and not isinstance(value, bool)
             value = str(value).strip() or None if ok else value
@@ -103,6 +107,11 @@ class ConfigSchema(Schema):
     business_name = Strict("name", load_default=None)      # None: the tenant id
     timezone = Strict("name", load_default="UTC", validate=_zone)
     rag_enabled = Strict("bool", load_default=True)
+    # Business knowledge (shared/knowledge): passages per prompt (0: none), and what makes a passage relevant
+    # enough to ground an answer: cosine similarity to the question, or the share of its words it contains.
+    knowledge_passages = Strict("int", 0, 20, load_default=4)
+    knowledge_min_similarity = Strict("fraction", load_default=0.35)
+    knowledge_min_coverage = Strict("fraction", load_default=0.5)
     max_context_tokens = Strict("int", 200, 1_000_000, load_default=3000)  # prompt budget per LLM call
     daily_token_budget = Strict("int", 1, 10**12, load_default=None)  # None: unlimited
     max_tool_steps = Strict("int", 1, 20, load_default=6)                  # LLM calls per turn

@@ -58,6 +58,9 @@ class TenantConfig:
     business_name: str
     timezone: str
     rag_enabled: bool
+    knowledge_passages: int               # business passages per prompt (0: knowledge not searched per turn)
+    knowledge_min_similarity: float       # a passage grounds an answer at this cosine similarity to the question
+    knowledge_min_coverage: float         # ... or when it holds this share of the question's words
     max_context_tokens: int               # prompt budget per LLM call: system + memories + history
     daily_token_budget: int | None        # tokens per tenant-local day; None = unlimited
     max_tool_steps: int                   # LLM calls per turn before a graceful stop

@@ -6,6 +6,7 @@ starts clean. (Side effects of a tenant's HTTP tools on other systems cannot be 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,13 +18,14 @@ import psycopg
 from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall
 from shared.agents.intent import classify, http_keywords
 from shared.agents.registry import orchestrator_for
-from shared.conversation.prompt import build_prompt
+from shared.conversation.prompt import Knowledge, build_prompt
 from shared.llm.base import LLMProvider
 from shared.config.tenants import Tenant
 from shared.conversation.tokens import prompt_budget
 from shared.tools.base import ToolContext
 
 if TYPE_CHECKING:  # pragma: no cover
+    from shared.knowledge.store import KnowledgeHit, KnowledgeStore
     from shared.memory.store import MemoryStore
     from shared.tools.registry import ToolRegistry
 
@@ -39,6 +41,7 @@ class EngineReply:
     prompt_tokens_estimate: int = 0
     history_used: int = 0
     memories_used: int = 0
+    passages: list[dict[str, Any]] = field(default_factory=list)  # the knowledge passages the prompt carried
 
 
 def _memory_line(hit: Any, tenant: Tenant) -> str:
@@ -51,20 +54,53 @@ def _memory_line(hit: Any, tenant: Tenant) -> str:
 
 
 TURN_DEADLINE_SECONDS = 120  # no new tool step after this; the final answer still comes
+SEARCH_KNOWLEDGE = "search_knowledge"
+
+
+def _knowledge(tenant: Tenant, conn: psycopg.Connection, store: "KnowledgeStore | None",
+               text: str) -> tuple[list["KnowledgeHit"] | None, bool]:
+    """Whether the tenant has documents, and the relevant passages for this message (best first, at most
+    `config.knowledge_passages`; None when not searched: no documents, `knowledge_passages: 0`, or the search
+    failed). A failure costs the passages, not the answer."""
+    cfg = tenant.config
+    if store is None:
+        return None, False
+    try:
+        with conn.transaction():  # a savepoint: a failed search leaves the turn's transaction usable
+            if not store.has_documents(conn):
+                return None, False
+            if cfg.knowledge_passages == 0:
+                return None, True
+            found = store.search(conn, text, limit=min(2 * cfg.knowledge_passages, 20))
+        return found.relevant(cfg.knowledge_min_similarity, cfg.knowledge_min_coverage)[:cfg.knowledge_passages], \
+            True
+    except Exception:  # an aid: a failing search must not cost the user an answer
+        log.exception("knowledge search failed")
+        return None, False
+
+
+def _passage_record(hit: "KnowledgeHit") -> dict[str, Any]:
+    return {"chunk_id": hit.chunk_id, "source": hit.source, "citation": hit.citation(),
+            "similarity": None if hit.similarity is None else round(hit.similarity, 3),
+            "coverage": round(hit.coverage, 2)}
 
 
 def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, registry: "ToolRegistry",
             memory: "MemoryStore", user_id: int, phone: str, text: str, history: Sequence[dict[str, Any]],
             now: datetime, clock: Callable[[], datetime], request_id: str | None,
-            calls: list[LLMCall] | None = None) -> EngineReply:
+            calls: list[LLMCall] | None = None, knowledge: "KnowledgeStore | None" = None) -> EngineReply:
     """`calls` (the caller's list) receives every model call as it is made, so the caller can account for the
-    tokens even when the turn fails half way."""
+    tokens even when the turn fails half way; the answering calls name the knowledge passages their prompt
+    carried (`LLMCall.passages`, recorded in llm_usage)."""
     calls = [] if calls is None else calls
     started = time.monotonic()
     http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
     intent = classify(text, http_words, llm, calls, max_tokens=tenant.config.max_context_tokens)
     orchestrator = orchestrator_for(tenant)
-    route = orchestrator.route(intent.name, registry, tenant.config.tool_gating)
+    hits, has_documents = _knowledge(tenant, conn, knowledge, text)
+    # search_knowledge is offered only to tenants with documents: a tool that can find nothing costs tokens
+    route = orchestrator.route(intent.name, registry, tenant.config.tool_gating,
+                               hidden=() if has_documents else (SEARCH_KNOWLEDGE,))
 
     # The budget covers everything sent: the offered tool schemas come off it before history is added.
     budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(route.offered))
@@ -74,12 +110,24 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
             memories = [_memory_line(h, tenant) for h in memory.relevant_for_prompt(conn, user_id, text)]
         except Exception:  # retrieval is an aid; a failure must not cost the user an answer
             log.exception("memory retrieval failed")
-    prompt = build_prompt(tenant, now, history, text, memories, budget=budget)
+    # Small talk gets passages only when relevant, never the "say you don't know" line.
+    searched = hits is not None and intent.name != "smalltalk"
+    hits = hits or []
+    prompt = build_prompt(tenant, now, history, text, memories, budget=budget,
+                          knowledge=Knowledge(tuple((h.citation(), h.text) for h in hits), searched))
+    passages = [_passage_record(h) for h in hits[:prompt.passages_used]]
+    if passages:
+        log.info("knowledge passages in the prompt", extra={"passages": passages})
 
     ctx = ToolContext(tenant=tenant, conn=conn, user_id=user_id, user_phone=phone, memory=memory, clock=clock,
-                      request_id=request_id)
+                      request_id=request_id, knowledge=knowledge)
     request = AgentRequest(tenant=tenant, text=text, messages=prompt.messages, intent=intent, llm=llm,
                            registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps, calls=calls,
                            deadline=started + TURN_DEADLINE_SECONDS)
+    first_answering_call = len(calls)
     response = orchestrator.handle(request, route)
-    return EngineReply(response.text, intent, response, calls, prompt.tokens, prompt.history_used, len(memories))
+    ids = tuple(p["chunk_id"] for p in passages)
+    for i in range(first_answering_call, len(calls)):
+        calls[i] = dataclasses.replace(calls[i], passages=ids)
+    return EngineReply(response.text, intent, response, calls, prompt.tokens, prompt.history_used,
+                       prompt.memories_used, passages)

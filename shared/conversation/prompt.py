@@ -1,4 +1,9 @@
-"""The prompt of one turn: system prompt + retrieved memories + as much recent history as fits the budget.
+"""The prompt of one turn: system prompt + the business's passages + retrieved memories + as much recent history
+as fits the budget.
+
+The business's knowledge (passages from its documents, each with its source) and the user's memories are two
+sections of their own, so the model never takes what one user said for the business's policy. When the tenant has
+documents but none is relevant to a question, the prompt says so: the model is to say it does not know, not guess.
 
 Older turns are left out, never sent whole: after 500 messages a prompt costs what it cost after 20. No single
 text is sent whole either: the user's message, each history row and (in the tool loop, via `fit_messages`) each
@@ -14,6 +19,22 @@ from shared.config.tenants import Tenant
 from shared.conversation.tokens import MIN_CLIP_TOKENS, clip_text, estimate_message, estimate_messages, estimate_text
 
 MEMORY_HEADER = "What you know about this user (from earlier conversations):"
+KNOWLEDGE_HEADER = ("From the business's documents (answer questions about the business from these passages only, "
+                    "and name the source you used, e.g. \"(source: Price list, p. 2)\"):")
+NO_KNOWLEDGE = ("Nothing in the business's documents matches this message. If it asks about the business (prices, "
+                "hours, policies, products, services), say that you don't know and offer to ask a person; do not "
+                "guess.")
+PASSAGE_START = "[{n}] source: {source}"
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the turn's knowledge search gave the prompt: passages as (source, text), best first; `searched` is
+    True when the tenant has documents and the message called for them (then no passages means "say you don't
+    know")."""
+
+    passages: tuple[tuple[str, str], ...] = ()
+    searched: bool = False
 
 
 @dataclass(frozen=True)
@@ -22,9 +43,20 @@ class Prompt:
     history_used: int
     history_dropped: int
     tokens: int
+    memories_used: int = 0
+    passages_used: int = 0
 
 
-def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = ()) -> str:
+def knowledge_section(knowledge: Knowledge) -> str:
+    """The passages with their sources, or the "say you don't know" line; empty when knowledge was not searched."""
+    if knowledge.passages:
+        return KNOWLEDGE_HEADER + "\n" + "\n".join(PASSAGE_START.format(n=i, source=source) + "\n" + text
+                                                   for i, (source, text) in enumerate(knowledge.passages, 1))
+    return NO_KNOWLEDGE if knowledge.searched else ""
+
+
+def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = (),
+                  knowledge: Knowledge = Knowledge()) -> str:
     local = now.astimezone(tenant.config.tz)
     text = (
         f"You are the WhatsApp assistant of {tenant.config.business_name}. "
@@ -32,21 +64,51 @@ def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = ()) -
         "give dates and times in that timezone. Answer briefly, in the user's language. "
         "Use the tools to save, find and list the user's items, events and reminders; never invent them."
     )
+    section = knowledge_section(knowledge)
+    if section:
+        text += "\n\n" + section
     if memories:
         text += "\n\n" + MEMORY_HEADER + "\n" + "\n".join(f"- {m}" for m in memories)
     return text
 
 
+def _passages_within(passages: Sequence[tuple[str, str]], room: int) -> list[tuple[str, str]]:
+    """The best passages that fit `room` tokens whole, in rank order; the best one clipped when even it does not
+    (a passage cut in the middle may lose the very fact, so the others stay whole or stay out)."""
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for source, text in passages:
+        cost = estimate_text(source) + estimate_text(text) + 4
+        if used + cost > room:
+            if not kept:
+                kept.append((source, clip_text(text, max(MIN_CLIP_TOKENS, room - estimate_text(source) - 4))))
+            break
+        kept.append((source, text))
+        used += cost
+    return kept
+
+
+def _fit_system(tenant: Tenant, now: datetime, memories: list[str], knowledge: Knowledge,
+                budget: int) -> tuple[dict[str, Any], int]:
+    """The system message within its share of the budget: passages take up to a third, whole (they answer the
+    question); then the least relevant memories go until the whole is within a third (half with passages).
+    Returns the message and how many passages it kept."""
+    kept = Knowledge(tuple(_passages_within(knowledge.passages, budget // 3)), knowledge.searched)
+    system = {"role": "system", "content": system_prompt(tenant, now, memories, kept)}
+    while memories and estimate_message(system) > (budget // 2 if kept.passages else budget // 3):
+        memories.pop()
+        system = {"role": "system", "content": system_prompt(tenant, now, memories, kept)}
+    return system, len(kept.passages)
+
+
 def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]], user_text: str,
-                 memories: Sequence[str] = (), budget: int | None = None) -> Prompt:
+                 memories: Sequence[str] = (), budget: int | None = None,
+                 knowledge: Knowledge = Knowledge()) -> Prompt:
     """`history` is oldest first, as rows with `role` and `body`; the newest turns that fit are kept."""
     budget = budget or tenant.config.max_context_tokens
     user_text = clip_text(user_text, budget // 2)
     memories = list(memories)
-    system = {"role": "system", "content": system_prompt(tenant, now, memories)}
-    while memories and estimate_message(system) > budget // 3:  # memories are an aid: drop the least relevant
-        memories.pop()
-        system = {"role": "system", "content": system_prompt(tenant, now, memories)}
+    system, passages_used = _fit_system(tenant, now, memories, knowledge, budget)
     user = {"role": "user", "content": user_text}
     used = estimate_message(system) + estimate_message(user)
     kept: list[dict[str, Any]] = []
@@ -62,7 +124,7 @@ def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]
     # A conversation window must not start with an orphan assistant message.
     while kept and kept[0]["role"] != "user":
         used -= estimate_message(kept.pop(0))
-    return Prompt([system, *kept, user], len(kept), len(history) - len(kept), used)
+    return Prompt([system, *kept, user], len(kept), len(history) - len(kept), used, len(memories), passages_used)
 
 
 def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:

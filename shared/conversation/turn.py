@@ -57,6 +57,7 @@ class TurnDeps:
     registry_for: Callable[[Tenant], Any]              # tenant -> ToolRegistry
     memory_for: Callable[[Tenant], Any]                # tenant -> MemoryStore
     infobip_for: Callable[[Tenant], Any] | None = None # tenant -> InfobipClient (mark as read, typing)
+    knowledge_for: Callable[[Tenant], Any] | None = None  # tenant -> KnowledgeStore (None: no business documents)
     limiter: Any = None                                # shared.conversation.ratelimit.RateLimiter
     clock: Callable[[], datetime] = utcnow
     # Runs work the turn need not wait for (blue ticks, typing): a thread pool in workers, inline by default.
@@ -204,7 +205,8 @@ def _write_usage(conn, user_id: int, request_id: str | None, calls: list) -> Non
     for call in calls:
         record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider, model=call.model,
                      prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
-                     latency_ms=call.latency_ms, tools_used=list(call.tools_used), provider_entry=call.entry or None)
+                     latency_ms=call.latency_ms, tools_used=list(call.tools_used), provider_entry=call.entry or None,
+                     knowledge_chunks=list(call.passages))
 
 
 def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str | None, calls: list) -> None:
@@ -246,12 +248,13 @@ def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_
     answer = respond(tenant=tenant, conn=conn, llm=llm, registry=deps.registry_for(tenant),
                      memory=deps.memory_for(tenant), user_id=user_id, phone=phone, text="\n".join(texts),
                      history=history, now=spoken, clock=clock_from(spoken, deps.clock), request_id=request_id,
-                     calls=calls)
+                     calls=calls, knowledge=deps.knowledge_for(tenant) if deps.knowledge_for else None)
     prompt = sum(c.prompt_tokens for c in answer.calls)
     completion = sum(c.completion_tokens for c in answer.calls)
     summary.update({"tools_used": answer.response.tools_used, "intent": answer.intent.name,
                     "agent": answer.response.agent, "llm_calls": len(answer.calls),
                     "history_used": answer.history_used, "memories_used": answer.memories_used,
+                    "passages": [p["citation"] for p in answer.passages],
                     "token_usage": {"prompt": prompt, "completion": completion, "total": prompt + completion}})
     return answer.text, summary
 

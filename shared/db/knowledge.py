@@ -6,6 +6,7 @@ column exists only where the database has pgvector (`embedding_dim` says so).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import psycopg
@@ -89,6 +90,17 @@ def document_chunks(conn: psycopg.Connection, document_id: int) -> list[dict]:
                            "ORDER BY c.ordinal", (document_id,)).fetchall()
 
 
+# Full text ranks (ts_rank) at most this many chunks matching every term, plus as many matching any term (and as
+# many from documents whose title matches), each in storage order. Reading and ranking a match costs ~10 us: a
+# common word matches 10% of 1M chunks, a query of stop words alone all of them.
+FULLTEXT_POOL = 100
+# Query terms this short match as whole words only: as prefixes ('m':* from "I'm") they match most of a corpus.
+MIN_PREFIX_CHARS = 3
+HNSW_EF_SEARCH = 40  # pgvector's default: an HNSW scan returns at most this many rows
+_OR_OF_TERMS = re.compile(r"'[^']+'(:\*)?( \| '[^']+'(:\*)?)*")
+_SHORT_PREFIX = re.compile(r"'([^']{1,%d})':\*" % (MIN_PREFIX_CHARS - 1))
+
+
 def _filters(tags: Sequence[str] | None, source: str | None) -> tuple[str, dict]:
     """WHERE conditions on the document `d`: ready, any of `tags`, this `source`."""
     where = ["d.status = 'ready'"]
@@ -103,35 +115,64 @@ def vector_ranked(conn: psycopg.Connection, query_vector: Sequence[float], limit
                   tags: Sequence[str] | None = None, source: str | None = None, min_similarity: float = 0.0
                   ) -> list[tuple[int, float]]:
     """(id, cosine similarity) of the chunks nearest the query (similarity at least `min_similarity`), nearest
-    first. Filtered searches rank exactly over the filtered rows (MATERIALIZED), so a filter never empties an
-    approximate (HNSW) candidate list."""
+    first. Unfiltered, the HNSW index ranks (approximate: the nearest `limit` the graph walk finds, with
+    hnsw.ef_search raised to `limit` for this transaction when above pgvector's 40); a chunk of a document that is
+    not ready is dropped after the walk (such documents have no chunks, ingest replaces them). Filtered searches
+    rank exactly over the filtered rows (MATERIALIZED), so a filter never empties an approximate candidate list."""
     where, params = _filters(tags, source)
     params.update(q=vector_literal(query_vector), limit=limit, max_distance=1.0 - min_similarity)
-    fence = "MATERIALIZED" if (tags or source is not None) else "NOT MATERIALIZED"
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(f"""
-            WITH candidates AS {fence} (
+    if tags or source is not None:
+        sql = f"""
+            WITH candidates AS MATERIALIZED (
                 SELECT c.id, c.embedding FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
                 WHERE {where} AND c.embedding IS NOT NULL
             )
             SELECT id, 1 - (embedding <=> %(q)s::vector) AS similarity FROM candidates
             WHERE embedding <=> %(q)s::vector <= %(max_distance)s
-            ORDER BY embedding <=> %(q)s::vector, id LIMIT %(limit)s
-        """, params).fetchall()
+            ORDER BY embedding <=> %(q)s::vector, id LIMIT %(limit)s"""
+    else:  # ORDER BY the distance alone, no join in the way: what lets the planner walk the HNSW index
+        sql = f"""
+            SELECT id, 1 - distance AS similarity FROM (
+                SELECT c.id, c.embedding <=> %(q)s::vector AS distance FROM knowledge_chunks c
+                WHERE c.embedding IS NOT NULL
+                  AND EXISTS (SELECT 1 FROM knowledge_documents d WHERE d.id = c.document_id AND {where})
+                ORDER BY c.embedding <=> %(q)s::vector LIMIT %(limit)s
+            ) nearest WHERE distance <= %(max_distance)s ORDER BY distance, id"""
+    with conn.cursor(row_factory=dict_row) as cur:
+        if limit <= HNSW_EF_SEARCH or tags or source is not None:
+            rows = cur.execute(sql, params).fetchall()
+        else:  # a transaction (a savepoint inside the caller's) so that SET LOCAL holds in autocommit mode too
+            with conn.transaction():
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(limit),))
+                rows = cur.execute(sql, params).fetchall()
     return [(r["id"], float(r["similarity"])) for r in rows]
 
 
 def fulltext_ranked(conn: psycopg.Connection, tsquery: str, limit: int, tags: Sequence[str] | None = None,
                     source: str | None = None) -> list[int]:
     """Ids of the chunks matching `tsquery` (to_tsquery 'simple' syntax) in their heading path and text or in
-    their document's title, best ts_rank first."""
+    their document's title, best first by ts_rank of the chunk plus ts_rank of its title. Ranks only the first
+    FULLTEXT_POOL chunks (in storage order) matching every term of an OR-of-terms query, plus the first
+    FULLTEXT_POOL matching any: a query matching more chunks than that may miss a better one (the vector ranking
+    usually finds it). Terms shorter than MIN_PREFIX_CHARS match whole words only."""
     where, params = _filters(tags, source)
-    params.update(q=tsquery, limit=limit)
+    tsquery = _SHORT_PREFIX.sub(r"'\1'", tsquery)
+    every = tsquery.replace(" | ", " & ") if _OR_OF_TERMS.fullmatch(tsquery) and " | " in tsquery else None
+    params.update(q=tsquery, every=every or tsquery, limit=limit, pool=FULLTEXT_POOL)
+    pools = ["%(every)s", "%(q)s"] if every else ["%(q)s"]
+    matched = " UNION ".join(f"""
+        (SELECT c.id FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
+         WHERE {where} AND c.tsv @@ to_tsquery('simple', {pool}) LIMIT %(pool)s)
+        UNION
+        (SELECT c.id FROM knowledge_documents d JOIN knowledge_chunks c ON c.document_id = d.id
+         WHERE {where} AND d.title_tsv @@ to_tsquery('simple', {pool}) LIMIT %(pool)s)""" for pool in pools)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"""
-            SELECT c.id FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
-            WHERE {where} AND (c.tsv @@ to_tsquery('simple', %(q)s) OR d.title_tsv @@ to_tsquery('simple', %(q)s))
-            ORDER BY ts_rank(c.tsv || d.title_tsv, to_tsquery('simple', %(q)s)) DESC, c.id LIMIT %(limit)s
+            WITH matched AS MATERIALIZED ({matched})
+            SELECT c.id FROM matched m JOIN knowledge_chunks c ON c.id = m.id
+            JOIN knowledge_documents d ON d.id = c.document_id
+            ORDER BY ts_rank(c.tsv, to_tsquery('simple', %(q)s)) + ts_rank(d.title_tsv, to_tsquery('simple', %(q)s))
+                DESC, c.id LIMIT %(limit)s
         """, params).fetchall()
     return [r["id"] for r in rows]
 
@@ -149,4 +190,6 @@ def chunks_with_documents(conn: psycopg.Connection, chunk_ids: Sequence[int]) ->
 def has_ready_documents(conn: psycopg.Connection) -> bool:
     """Whether the tenant has any searchable document (a turn skips knowledge search, and its query embedding,
     when it has none)."""
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM knowledge_documents WHERE status = 'ready')").fetchone()[0]
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT EXISTS (SELECT 1 FROM knowledge_documents WHERE status = 'ready') AS any").fetchone()
+    return row["any"]

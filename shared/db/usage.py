@@ -27,13 +27,15 @@ def budget_spent(conn: psycopg.Connection, tenant: Tenant, now: datetime) -> boo
 
 def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: str | None, provider: str,
                  model: str, prompt_tokens: int, completion_tokens: int, latency_ms: int,
-                 tools_used: list[str], provider_entry: str | None = None) -> None:
+                 tools_used: list[str], provider_entry: str | None = None,
+                 knowledge_chunks: list[int] | None = None) -> None:
+    """One model call; `knowledge_chunks`: the business passages its prompt carried (migration 0014)."""
     conn.execute(
         """
         INSERT INTO llm_usage (user_id, request_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
-                               latency_ms, tools_used, provider_entry)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                               latency_ms, tools_used, provider_entry, knowledge_chunks)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         """,
         (user_id, request_id, provider, model, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
-         latency_ms, tools_used, provider_entry),
+         latency_ms, tools_used, provider_entry, knowledge_chunks or []),
     )

@@ -3,14 +3,17 @@
 - A chunk never crosses a heading boundary, except that a tiny section (at most a quarter of `max_tokens`) merges
   with the next one when that is its sibling (same parent heading) and the two fit in one chunk, and so on while
   the run stays tiny; the merged chunk's heading path is the parent's, each section's heading a line in its text.
+- A PDF page break ends a chunk that holds more than an eighth of `max_tokens`, and the next opens without
+  overlap, so passages are cited by their page.
 - Blocks (paragraphs, list items, code, tables) are kept whole where they fit. A longer paragraph is split at
   sentence ends (then words, then characters); a longer table by rows, its header row repeated in every piece.
 - Consecutive chunks of one section overlap by up to `overlap_tokens`: whole trailing blocks of the previous
   chunk where they fit, else its last sentences (or words). Table rows are not repeated as overlap: a table
   piece's context is its header, repeated anyway.
 - `count(chunk.text) <= max_tokens` for every chunk, by the counter given (`estimate_text` by default).
-- Each chunk carries the document title, its heading path, its page range (PDFs), its ordinal in the document and
-  a hash of its heading path and text, so an unchanged chunk of a re-ingested document need not be re-embedded.
+- Each chunk carries the document title, its heading path, its page range (PDFs), its ordinal in the document
+  and a hash of its heading path and text, so an unchanged chunk of a re-ingested document need not be
+  re-embedded.
 """
 from __future__ import annotations
 
@@ -189,14 +192,24 @@ def _overlap(units: list[_Unit], budget: int, count: TokenCounter) -> list[_Unit
     return [_Unit(" ".join(tail), last.page, last.kind)] if tail else []
 
 
+def _new_page(current: list[_Unit], unit: _Unit, max_tokens: int, count: TokenCounter) -> bool:
+    """Whether `unit` opens a page after a chunk that already holds a fair part of one (over an eighth of
+    `max_tokens`): then it starts a chunk of its own (a nearly empty page still joins its neighbour)."""
+    return unit.page is not None and current[-1].page is not None and unit.page != current[-1].page \
+        and count(_SEPARATOR.join(u.text for u in current)) > max_tokens // 8
+
+
 def _pack(units: list[_Unit], max_tokens: int, overlap_tokens: int, count: TokenCounter):
-    """(texts, pages) per chunk: units in order up to `max_tokens`, each chunk opening with the previous one's tail."""
+    """(texts, pages) per chunk: units in order up to `max_tokens`, each chunk opening with the previous one's tail,
+    except after a page break (`_new_page`): a page is cited by its number, so no text of the page before leads
+    it."""
     current: list[_Unit] = []
     fresh = False  # the current chunk holds a unit of its own, not only the overlap
     for unit in units:
-        if fresh and count(_SEPARATOR.join(u.text for u in [*current, unit])) > max_tokens:
+        page_break = fresh and _new_page(current, unit, max_tokens, count)
+        if fresh and (page_break or count(_SEPARATOR.join(u.text for u in [*current, unit])) > max_tokens):
             yield [u.text for u in current], [u.page for u in current]
-            current = _overlap(current, overlap_tokens, count)
+            current = [] if page_break else _overlap(current, overlap_tokens, count)
             if count(_SEPARATOR.join(u.text for u in [*current, unit])) > max_tokens:
                 current = []
         current.append(unit)

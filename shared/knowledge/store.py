@@ -9,24 +9,32 @@
   merged by reciprocal rank fusion (score = sum of 1 / (60 + rank)). In sql mode (the tenant's
   `vector_store: sql_fallback`, or no pgvector in the database) and when the embedder fails, full-text alone ranks,
   and the outcome says why.
-- Every method runs in the caller's transaction and never commits. All SQL is in shared.db.knowledge.
+- The embedding model: `knowledge_chunks.embedding` holds the vectors of one model, recorded in the tenant
+  database (migration 0013; no record: the configured model, recorded by the first semantic ingest). Ingests and
+  query embeddings use the recorded model, so while a reindex to the tenant's new model runs in the background
+  (shared/knowledge/reindex.py), searches keep working on the old vectors; the reindex switches vectors and record
+  in one transaction. `embedding_status` says whether a reindex is needed.
+- Every method runs in the caller's transaction and never commits. All SQL is in shared.db.knowledge and
+  shared.db.knowledge_jobs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import psycopg
 
 from shared.db import knowledge as repo
+from shared.db import knowledge_jobs as jobs_repo
 from shared.errors import ConfigError
 from shared.knowledge.chunking import Chunk, chunk
 from shared.knowledge.documents import KINDS_BY_EXTENSION, DocumentError, parse
 from shared.llm.base import LLMError
-from shared.memory.embedders import EmbeddingStore
+from shared.memory.embedders import Embedder, EmbeddingStore, embedder_for
 from shared.memory.store import EMBEDDER_FAILURES, embedder_problem, query_terms
 from shared.config.tenants import Tenant
 
@@ -112,7 +120,9 @@ def coverage(query: str, text: str) -> float:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """A parsed and chunked document, not yet stored: what an ingest embeds and then writes."""
+
     title: str
     kind: str
     content_hash: str
@@ -137,6 +147,15 @@ def fuse(rankings: dict[str, list[int]], k: int = RRF_K) -> list[tuple[int, floa
     return [(i, scores[i], tuple(found[i])) for i in order]
 
 
+def embed_texts(embedder: Embedder, texts: list[str]) -> list[list[float]]:
+    """One embedder call; an answer with another number of vectors is an LLMError."""
+    got = embedder.embed(texts)
+    if len(got) != len(texts):
+        raise LLMError(f"embedder {embedder.name} returned {len(got)} vectors for {len(texts)} texts",
+                       retryable=False)
+    return got
+
+
 def _clean_tags(tags: Iterable[str]) -> list[str]:
     if isinstance(tags, str):
         raise ValueError("tags must be a list of words, not one string")
@@ -144,18 +163,72 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
     return sorted(set(cleaned))
 
 
+@dataclass(frozen=True)
+class EmbeddingStatus:
+    """Which model the stored vectors come from, which one the tenant is configured with, and whether they
+    differ (then `wabot kb reindex` moves the vectors to the configured model)."""
+
+    stored_model: str | None   # None: nothing recorded yet (the configured model is assumed)
+    stored_dim: int | None
+    configured_model: str
+    configured_dim: int
+
+    @property
+    def reindex_needed(self) -> bool:
+        return self.stored_model is not None and (self.stored_model, self.stored_dim) != (
+            self.configured_model, self.configured_dim)
+
+    def as_json(self) -> dict:
+        return {"stored_model": self.stored_model, "stored_dim": self.stored_dim,
+                "configured_model": self.configured_model, "configured_dim": self.configured_dim,
+                "reindex_needed": self.reindex_needed}
+
+
 class KnowledgeStore(EmbeddingStore):
-    """Knowledge of one tenant (its embedder built on first use: shared.memory.embedders.EmbeddingStore)."""
+    """Knowledge of one tenant (its embedder built on first use: shared.memory.embedders.EmbeddingStore).
+    `embedder` embeds with the tenant's configured model; `model_embedder(model, dim)` builds the embedder of
+    another (recorded) model, default `embedder_for` the tenant with that model."""
+
+    def __init__(self, tenant: Tenant, embedder: Embedder | None = None,
+                 model_embedder: Callable[[str, int], Embedder] | None = None):
+        super().__init__(tenant, embedder)
+        self._model_embedder = model_embedder or self._default_model_embedder
+        self._by_model: dict[tuple[str, int], Embedder] = {}
+
+    def _default_model_embedder(self, model: str, dim: int) -> Embedder:
+        return embedder_for(dataclasses.replace(self.tenant, embedding_model=model, embedding_dim=dim))
+
+    def stored_model(self, conn: psycopg.Connection) -> tuple[str, int]:
+        """(model, dim) of the stored vectors: the recorded one, else the configured one."""
+        return jobs_repo.embedding_model(conn) or (self.tenant.embedding_model, self.tenant.embedding_dim)
+
+    def embedding_status(self, conn: psycopg.Connection) -> EmbeddingStatus:
+        recorded = jobs_repo.embedding_model(conn)
+        return EmbeddingStatus(recorded[0] if recorded else None, recorded[1] if recorded else None,
+                               self.tenant.embedding_model, self.tenant.embedding_dim)
+
+    def active_embedder(self, conn: psycopg.Connection) -> Embedder:
+        """The embedder of the stored vectors' model (queries and ingests must match the column's vectors)."""
+        return self.embedder_of(*self.stored_model(conn))
+
+    def embedder_of(self, model: str, dim: int) -> Embedder:
+        """The configured embedder for the configured model, else one built for `model` (kept)."""
+        if (model, dim) == (self.tenant.embedding_model, self.tenant.embedding_dim):
+            return self.embedder
+        if (model, dim) not in self._by_model:
+            self._by_model[(model, dim)] = self._model_embedder(model, dim)
+        return self._by_model[(model, dim)]
 
     def mode(self, conn: psycopg.Connection) -> str:
         """"pgvector" when the tenant wants it and the database has `knowledge_chunks.embedding`, else "sql".
-        Raises ConfigError when the embedder's dimension does not fit the column."""
+        Raises ConfigError when the stored model's embedder does not fit the column."""
         dim = repo.embedding_dim(conn)
         if self.tenant.vector_store != "pgvector" or dim is None:
             return "sql"
-        if dim > 0 and dim != self.embedder.dim:
+        embedder = self.active_embedder(conn)
+        if dim > 0 and dim != embedder.dim:
             raise ConfigError(f"tenant {self.tenant.tenant_id}: the database stores {dim}-dimension embeddings but "
-                              f"embedding model {self.tenant.embedding_model!r} has {self.embedder.dim}")
+                              f"embedding model {embedder.name!r} has {embedder.dim}")
         return "pgvector"
 
     # ---- writes
@@ -163,21 +236,43 @@ class KnowledgeStore(EmbeddingStore):
                tags: Iterable[str] | None = None, content_type: str | None = None) -> IngestResult:
         """Store (or refresh) the document of `source`: see the module docstring. `tags` replace the document's
         tags; None keeps them. Embedder failures raise (EMBEDDER_FAILURES) before anything is written."""
+        existing, tags = self.existing(conn, source, tags)
+        try:
+            prepared = self.prepare(data, filename, content_type)
+        except DocumentError as exc:
+            return self.record_failure(conn, source, existing, filename, tags, exc)
+        unchanged = self.unchanged(conn, source, existing, prepared, tags)
+        if unchanged is not None:
+            return unchanged
+        semantic = self.mode(conn) == "pgvector"
+        vectors = self.embed_chunks(prepared.chunks, self.active_embedder(conn)) if semantic else None
+        return self.store_prepared(conn, source, existing, prepared, tags, vectors)
+
+    @staticmethod
+    def existing(conn: psycopg.Connection, source: str, tags: Iterable[str] | None
+                 ) -> tuple[dict | None, list[str]]:
+        """The document row of `source` (locked until the transaction ends) and the tags an ingest gives it."""
         if not isinstance(source, str) or not source.strip():
             raise ValueError("source must be a non-empty text (a file path, a URL or a name)")
+        jobs_repo.lock_chunks_for_write(conn)  # before the recorded model is read: no reindex swap in between
         existing = repo.document_by_source(conn, source, lock=True)
-        tags = _clean_tags(tags) if tags is not None else sorted(existing["tags"]) if existing else []
-        try:
-            prepared = self._prepare(data, filename, content_type)
-        except DocumentError as exc:
-            return self._record_failure(conn, source, existing, filename, tags, exc)
+        return existing, _clean_tags(tags) if tags is not None else sorted(existing["tags"]) if existing else []
+
+    @staticmethod
+    def unchanged(conn: psycopg.Connection, source: str, existing: dict | None, prepared: Prepared,
+                  tags: list[str]) -> IngestResult | None:
+        """"unchanged" (nothing written) or "retagged" when the stored version has this content; else None."""
         if existing and existing["status"] == "ready" and existing["content_hash"] == prepared.content_hash:
             if sorted(existing["tags"]) == tags:
                 return IngestResult(source, "unchanged", existing["id"], existing["chunk_count"])
             repo.set_tags(conn, existing["id"], tags)
             return IngestResult(source, "retagged", existing["id"], existing["chunk_count"])
-        semantic = self.mode(conn) == "pgvector"
-        vectors = self._embed_chunks(prepared.chunks) if semantic else None  # before any write
+        return None
+
+    def store_prepared(self, conn: psycopg.Connection, source: str, existing: dict | None, prepared: Prepared,
+                       tags: list[str], vectors: list[list[float]] | None) -> IngestResult:
+        """Write the document and replace its chunks at once (vectors of the stored model, or None in sql mode);
+        the first semantic write records the model."""
         doc_id = repo.save_document(conn, source=source, title=prepared.title, kind=prepared.kind,
                                     content_hash=prepared.content_hash, tags=tags, status="ready", error=None,
                                     chunk_count=len(prepared.chunks))
@@ -186,18 +281,22 @@ class KnowledgeStore(EmbeddingStore):
                  "embedding": repo.vector_literal(vectors[i]) if vectors else None}
                 for i, c in enumerate(prepared.chunks)]
         repo.replace_chunks(conn, doc_id, rows, with_embedding=repo.embedding_dim(conn) is not None)
+        if vectors:
+            model, dim = self.stored_model(conn)
+            jobs_repo.record_embedding_model(conn, model, dim, replace=False)
         return IngestResult(source, "updated" if existing else "added", doc_id, len(rows))
 
     @staticmethod
-    def _prepare(data: bytes, filename: str, content_type: str | None) -> _Prepared:
+    def prepare(data: bytes, filename: str, content_type: str | None = None) -> Prepared:
+        """Parse and chunk (pure); DocumentError when there is nothing to index."""
         document = parse(data, filename=filename, content_type=content_type)
         chunks = chunk(document)
         if not chunks:
             raise DocumentError(filename, "no text to index")
-        return _Prepared(document.title, document.kind, document.content_hash, chunks)
+        return Prepared(document.title, document.kind, document.content_hash, chunks)
 
-    def _record_failure(self, conn, source: str, existing: dict | None, filename: str, tags: list[str],
-                        exc: DocumentError) -> IngestResult:
+    def record_failure(self, conn, source: str, existing: dict | None, filename: str, tags: list[str],
+                       exc: DocumentError) -> IngestResult:
         """A new source is recorded as failed (so `list` shows why); a known one keeps its last good version."""
         log.warning("knowledge document not ingested",
                     extra={"tenant_id": self.tenant.tenant_id, "source": source, "error": exc.reason})
@@ -209,16 +308,16 @@ class KnowledgeStore(EmbeddingStore):
         repo.replace_chunks(conn, doc_id, [], with_embedding=False)
         return IngestResult(source, "failed", doc_id, 0, exc.reason)
 
-    def _embed_chunks(self, chunks: Sequence[Chunk]) -> list[list[float]]:
-        """All chunks' vectors (title and heading path in front of the text), EMBED_BATCH per embedder call."""
+    @staticmethod
+    def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder,
+                     on_batch: Callable[[int], None] | None = None) -> list[list[float]]:
+        """All chunks' vectors (title and heading path in front of the text), EMBED_BATCH per embedder call;
+        `on_batch(done)` after each batch (a job's progress)."""
         vectors: list[list[float]] = []
         for start in range(0, len(chunks), EMBED_BATCH):
-            texts = [c.context_text() for c in chunks[start:start + EMBED_BATCH]]
-            got = self.embedder.embed(texts)
-            if len(got) != len(texts):
-                raise LLMError(f"embedder {self.embedder.name} returned {len(got)} vectors for {len(texts)} texts",
-                               retryable=False)
-            vectors.extend(got)
+            vectors.extend(embed_texts(embedder, [c.context_text() for c in chunks[start:start + EMBED_BATCH]]))
+            if on_batch is not None:
+                on_batch(len(vectors))
         return vectors
 
     def ingest_path(self, conn: psycopg.Connection, path: str | Path,
@@ -294,10 +393,11 @@ class KnowledgeStore(EmbeddingStore):
         failure (logged)."""
         if fulltext_query(query) is None:  # no words: nothing to look for
             return None, None
+        jobs_repo.lock_chunks_for_read(conn)  # before the recorded model is read: no reindex swap in between
         try:
             if self.mode(conn) != "pgvector":
                 return None, None
-            [vector] = self.embedder.embed([query])
+            [vector] = self.active_embedder(conn).embed([query])
         except (*EMBEDDER_FAILURES, ValueError) as exc:
             why = embedder_problem(self.tenant, exc) if isinstance(exc, EMBEDDER_FAILURES) else str(exc)
             log.warning("embedder failed; knowledge search uses full text for this call",

@@ -64,6 +64,33 @@ def _parse_iso(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=None)
 
 
+# The prompt's knowledge section (shared.conversation.prompt): passages with their sources, or "nothing matches".
+_PASSAGE = re.compile(r"^\[(\d+)\] source: (.+)$", re.M)
+_KNOWLEDGE_START = "From the business's documents"
+_NOTHING_MATCHES = "Nothing in the business's documents matches"
+DONT_KNOW = "I'm sorry, I don't know that. Shall I ask a person from the team for you?"
+
+
+def _from_passages(question: str, system: str) -> str | None:
+    """What a model that follows the prompt's passages answers: the sentence of the best passage that shares the
+    most words with the question, and its source; "I don't know" when the prompt says nothing matches; None when
+    the prompt has no knowledge section."""
+    if _NOTHING_MATCHES in system:
+        return DONT_KNOW
+    if _KNOWLEDGE_START not in system:
+        return None
+    section = system.split(_KNOWLEDGE_START, 1)[1].split("\n\nWhat you know about this user", 1)[0]
+    found = list(_PASSAGE.finditer(section))
+    if not found:
+        return DONT_KNOW
+    end = found[1].start() if len(found) > 1 else len(section)
+    source, passage = found[0].group(2).strip(), section[found[0].end():end].strip()
+    words = set(re.findall(r"\w{3,}", question.lower()))
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+|\n+", passage) if x.strip()]
+    best = max(sentences, key=lambda x: len(words & set(re.findall(r"\w{3,}", x.lower()))), default=passage)
+    return f"{best[:400]} (source: {source})"
+
+
 class MockProvider:
     name = "mock"
     supports_transcription = False  # voice notes get the polite "can't read" answer
@@ -132,7 +159,7 @@ class MockProvider:
             words -= {"get", "the", "a", "for", "of", "current", "and", "to", "in", "api", "city", "list", "set"}
             if any(re.search(rf"\b{re.escape(w)}\b", low) for w in words if len(w) > 3) \
                     and name not in ("upsert_item", "search_memory", "list_events", "delete_item", "set_reminder",
-                                     "list_reminders", "cancel_reminder"):
+                                     "list_reminders", "cancel_reminder", "search_knowledge"):
                 return [self._call(name, self._fill_args(spec, text, system))]
         return []
 
@@ -182,6 +209,9 @@ class MockProvider:
             return "You're welcome!"
         if not text.strip():
             return "I'm here. What can I do for you?"
+        grounded = _from_passages(text, system)
+        if grounded:
+            return grounded
         memories = re.findall(r"^- (.+)$", system.split("What you know about this user", 1)[-1], re.M) \
             if "What you know about this user" in system else []
         if memories:
@@ -239,6 +269,11 @@ class MockProvider:
             return "Your reminders:\n" + "\n".join(
                 f"- {r.get('text')} ({human_when(_parse_iso(r.get('due_at')), now)})" if _parse_iso(r.get("due_at"))
                 else f"- {r.get('text')}" for r in items)
+        if tool == "search_knowledge" and isinstance(data, dict):
+            passages = data.get("passages") or []
+            if not passages:
+                return DONT_KNOW
+            return f"{passages[0].get('text', '')[:300]} (source: {passages[0].get('source')})"
         if tool == "search_memory" and isinstance(data, dict):
             hits = data.get("results") or data.get("items") or []
             if not hits:

@@ -22,7 +22,8 @@ QUEUE_INBOUND = "inbound"      # LLM turns: slow, many in flight (thread pool)
 QUEUE_OUTBOUND = "outbound"    # Infobip sends
 QUEUE_EVENTS = "events"        # delivery and seen reports
 QUEUE_SCHEDULED = "scheduled"  # celery beat work (reminders)
-QUEUES = (QUEUE_INBOUND, QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SCHEDULED)
+QUEUE_KNOWLEDGE = "knowledge"  # knowledge documents embedded in batches, URL fetches, reindexes: long, few
+QUEUES = (QUEUE_INBOUND, QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SCHEDULED, QUEUE_KNOWLEDGE)
 
 TASK_HANDLE_INBOUND = "wabot.inbound.handle_message"
 TASK_RUN_TURN = "wabot.inbound.run_turn"
@@ -34,6 +35,7 @@ TASK_RECOVER = "wabot.scheduled.recover_stalled"
 TASK_REDRIVE_ACCEPTED = "wabot.scheduled.redrive_accepted"
 TASK_BACKFILL_EMBEDDINGS = "wabot.scheduled.backfill_embeddings"
 TASK_RELEASE_IDLE_HANDOFFS = "wabot.scheduled.release_idle_handoffs"
+TASK_KNOWLEDGE_JOB = "wabot.knowledge.run_job"  # one knowledge_jobs row (shared/knowledge/jobs.py)
 
 TASK_QUEUES = {
     TASK_HANDLE_INBOUND: QUEUE_INBOUND,
@@ -46,6 +48,7 @@ TASK_QUEUES = {
     TASK_REDRIVE_ACCEPTED: QUEUE_SCHEDULED,
     TASK_BACKFILL_EMBEDDINGS: QUEUE_SCHEDULED,
     TASK_RELEASE_IDLE_HANDOFFS: QUEUE_SCHEDULED,
+    TASK_KNOWLEDGE_JOB: QUEUE_KNOWLEDGE,
 }
 
 # Publishing must fail fast when Redis is down: the ingress then answers 503 and Infobip retries.

@@ -14,6 +14,7 @@ import psycopg
 from shared.config.tenants import Tenant
 
 if TYPE_CHECKING:  # pragma: no cover
+    from shared.knowledge.store import KnowledgeStore
     from shared.memory.store import MemoryStore
 
 
@@ -30,6 +31,7 @@ class ToolContext:
     memory: "MemoryStore"
     clock: Callable[[], datetime]     # aware UTC "now"
     request_id: str | None = None
+    knowledge: "KnowledgeStore | None" = None  # the business's documents (search_knowledge)
 
 
 @dataclass(frozen=True)

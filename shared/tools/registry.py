@@ -39,6 +39,7 @@ from shared.errors import ConfigError
 from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolContext, ToolError, ToolResult
 from shared.tools.http import parse_http_tools
+from shared.tools.knowledge_tools import KNOWLEDGE_TOOLS
 from shared.tools.memory_tools import MEMORY_TOOLS
 from shared.tools.reminders import REMINDER_TOOLS
 from shared.tools.schema import object_schema_problem
@@ -215,8 +216,9 @@ class ToolRegistry:
 
 
 def builtin_tools() -> list[Tool]:
-    """The tools every tenant has: memory and reminders (group "db")."""
-    return list(MEMORY_TOOLS) + list(REMINDER_TOOLS)
+    """The tools every tenant has: memory, reminders and the business's knowledge (group "db"; the knowledge
+    search is offered only to tenants with documents: shared.conversation.engine)."""
+    return list(MEMORY_TOOLS) + list(REMINDER_TOOLS) + list(KNOWLEDGE_TOOLS)
 
 
 _cache: dict[str, tuple[Tenant, ToolRegistry]] = {}

@@ -1,0 +1,12 @@
+"""The console's Knowledge page (placeholder: issue 14)."""
+from __future__ import annotations
+
+from flask import render_template
+
+from ingress.console.auth import bp, signed_in
+
+
+@bp.route("/t/<tenant_id>/knowledge")
+@signed_in
+def knowledge():
+    return render_template("console/placeholder.html", title="Knowledge")
