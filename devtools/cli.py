@@ -131,35 +131,88 @@ def inbound_payload(sender: str, to: str, text: str, name: str = "Chat User") ->
             "messageCount": 1, "pendingMessageCount": 0}
 
 
-def cmd_chat(args) -> int:
-    """Type as a WhatsApp user: each line goes through the real webhook; replies come from the sandbox."""
-    import requests
-
+def _chat_target(args):
+    """(app_url, token, tenant, user, playground) from the arguments and .data/dev.json, or an error line."""
     from devtools.devstack import read_state
+    from shared.db.users import is_playground_phone, playground_phone
     from shared.phone import normalize_number
 
-    try:  # the form the bot stores and answers to: the sandbox is asked for replies to exactly this
-        user = normalize_number(args.user)
-    except ValueError:
-        print("wabot chat: --user must be a phone number with its country code, e.g. \"+1 555 000 1111\" "
-              "(5-20 digits; '+', spaces, dashes and brackets are ignored)", file=sys.stderr)
-        return 2
     state = read_state()
-    app_url = args.url or state.get("app_url")
-    sandbox = args.sandbox or state.get("sandbox_url")
-    token = args.token or state.get("webhook_token")
-    if not app_url or not sandbox or not token:
-        print("wabot chat: start `make dev` first (it writes .data/dev.json), or pass --url, --sandbox and --token",
-              file=sys.stderr)
-        return 2
+    app_url, token = args.url or state.get("app_url"), args.token or state.get("webhook_token")
+    if not app_url or not token:
+        return "start `make dev` first (it writes .data/dev.json), or pass --url and --token"
+    if args.user is None:  # the playground: nothing is sent to WhatsApp (ingress/console/playground.py)
+        user = playground_phone(f"cli:{args.name}")
+    else:
+        try:  # the form the bot stores and answers to
+            user = normalize_number(args.user)
+        except ValueError:
+            return ("--user must be a phone number with its country code, e.g. \"+1 555 000 1111\" "
+                    "(5-20 digits; '+', spaces, dashes and brackets are ignored)")
+        if not is_playground_phone(user) and not (args.sandbox or state.get("sandbox_url")):
+            return "--user with a real number reads replies from the Infobip sandbox: pass --sandbox"
     tenants = state.get("tenants") or []
     tenant = next((t for t in tenants if t["tenant_id"] == args.tenant), None) if args.tenant else (
         tenants[0] if tenants else None)
     if tenant is None:
-        print(f"wabot chat: unknown tenant {args.tenant!r}", file=sys.stderr)
+        return f"unknown tenant {args.tenant!r}"
+    return app_url.rstrip("/"), token, tenant, user, is_playground_phone(user)
+
+
+def _await_playground_turn(http, app_url: str, token: str, tenant_id: str, message_id: str, after: int,
+                           timeout: float) -> int:
+    """Wait until the turn that takes `message_id` committed (the message left `received`), then print every
+    message the bot wrote since, whole (a reply split for WhatsApp is one message here). Returns the last id."""
+    deadline, url = time.monotonic() + timeout, f"{app_url}/console/playground/{tenant_id}/turns/{message_id}"
+    while time.monotonic() < deadline:
+        resp = http.get(url, params={"after": after}, headers={"X-Webhook-Token": token}, timeout=10)
+        data = resp.json() if resp.status_code == 200 else {}
+        if data.get("done"):
+            for reply in data["replies"]:
+                print(f"{'bot' if reply['role'] == 'assistant' else 'operator'}> {reply['text']}", flush=True)
+                after = max(after, reply["id"])
+            if not data["replies"]:
+                print(f"[no reply: the message is {data['message']['status']}]", flush=True)
+            return after
+        time.sleep(0.2)
+    print(f"[no reply within {timeout:.0f}s; see the worker logs]", flush=True)
+    return after
+
+
+def _await_sandbox_replies(http, sandbox: str, user: str, since: int, timeout: float, quiet: float = 2.0) -> int:
+    """A real number's replies as the fake Infobip got them: every part, until none came for `quiet` seconds."""
+    deadline, last_seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline and (last_seen is None or time.monotonic() - last_seen < quiet):
+        data = http.get(f"{sandbox}/_sandbox/messages", params={"to": user, "since": since}, timeout=5).json()
+        for m in data["messages"]:
+            print(f"bot> {m['text']}", flush=True)
+            last_seen = time.monotonic()
+        since = max(since, data["last_seq"])
+        time.sleep(0.2)
+    if last_seen is None:
+        print(f"[no reply within {timeout:.0f}s; see the worker logs]", flush=True)
+    return since
+
+
+def cmd_chat(args) -> int:
+    """Type as a user of the dev bot: each line goes through the real webhook as an Infobip inbound message. By
+    default as a playground user (nothing reaches Infobip; replies read from the ingress once the turn committed);
+    with --user NUMBER as that WhatsApp user (replies read from the Infobip sandbox)."""
+    import requests
+
+    from devtools.devstack import read_state
+
+    target = _chat_target(args)
+    if isinstance(target, str):
+        print(f"wabot chat: {target}", file=sys.stderr)
         return 2
-    print(f"Chatting with tenant {tenant['tenant_id']} (+{tenant['waba_number']}) as +{user}. Ctrl-D to quit.")
-    since = requests.get(f"{sandbox}/_sandbox/messages", params={"to": user}, timeout=5).json()["last_seq"]
+    app_url, token, tenant, user, playground = target
+    sandbox = args.sandbox or read_state().get("sandbox_url")
+    print(f"Chatting with tenant {tenant['tenant_id']} (+{tenant['waba_number']}) as +{user}"
+          f"{' (playground: nothing is sent to WhatsApp)' if playground else ''}. Ctrl-D to quit.", flush=True)
+    http, after = requests.Session(), 0
+    since = 0 if playground else http.get(f"{sandbox}/_sandbox/messages", params={"to": user}, timeout=5).json()[
+        "last_seq"]
     while True:
         try:
             line = input("you> ").strip()
@@ -168,24 +221,15 @@ def cmd_chat(args) -> int:
             return 0
         if not line:
             continue
-        resp = requests.post(f"{app_url}/webhooks/infobip", json=inbound_payload(user, tenant["waba_number"], line),
-                             headers={"X-Webhook-Token": token}, timeout=10)
+        body = inbound_payload(user, tenant["waba_number"], line)
+        resp = http.post(f"{app_url}/webhooks/infobip", json=body, headers={"X-Webhook-Token": token}, timeout=10)
         if resp.status_code != 200:
-            print(f"[webhook answered {resp.status_code}: {resp.text.strip()}]")
-            continue
-        deadline = time.monotonic() + args.timeout
-        got = False
-        while time.monotonic() < deadline:
-            data = requests.get(f"{sandbox}/_sandbox/messages", params={"to": user, "since": since}, timeout=5).json()
-            for m in data["messages"]:
-                print(f"bot> {m['text']}")
-                got = True
-            since = max(since, data["last_seq"])
-            if got:
-                break
-            time.sleep(0.2)
-        if not got:
-            print(f"[no reply within {args.timeout:.0f}s; see the worker logs]")
+            print(f"[webhook answered {resp.status_code}: {resp.text.strip()}]", flush=True)
+        elif playground:
+            after = _await_playground_turn(http, app_url, token, tenant["tenant_id"],
+                                           body["results"][0]["messageId"], after, args.timeout)
+        else:
+            since = _await_sandbox_replies(http, sandbox, user, since, args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_sandbox)
     p = sub.add_parser("chat", help="talk to the running dev bot as a WhatsApp user")
     p.add_argument("--tenant")
-    p.add_argument("--user", default="15550001111", help="your pretend WhatsApp number")
+    p.add_argument("--user", default=None, help="a pretend WhatsApp number (its replies go to the Infobip sandbox); "
+                                                "default: your playground user, whose replies go nowhere")
+    p.add_argument("--name", default="chat", help="which playground user (each name has its own conversation)")
     p.add_argument("--url"), p.add_argument("--sandbox"), p.add_argument("--token")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(fn=cmd_chat)

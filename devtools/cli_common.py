@@ -12,12 +12,15 @@ from shared.errors import ConfigError
 
 
 def load_tenant(tenant_id: str):
-    """(settings, tenant); ConfigError naming the problem when the settings or the tenant are wrong."""
-    from shared.config.settings import load_settings
+    """(settings, tenant); ConfigError naming the problem when the settings or the tenant are wrong. Beside a
+    running `make dev`, its embedded servers are used unless the environment names others."""
+    from devtools.devstack import dev_env
+    from shared.config.settings import environment, load_settings
     from shared.config.tenants import load_tenants
 
-    settings = load_settings()
-    return settings, load_tenants(settings).require(tenant_id)
+    env = {**dev_env(), **environment(dotenv=True)}
+    settings = load_settings(env)
+    return settings, load_tenants(settings, env=env).require(tenant_id)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import sys
 import time
 
 from shared.db.migrate import load_migrations, migrate_tenant
-from devtools.devstack import DATA, DEMO_TENANTS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
+from devtools.devstack import DATA, DEMO_TENANTS, DEV_ENV_KEYS, ROOT, Supervisor, bin_path, start_postgres, start_redis, write_state
 from shared.errors import ConfigError
 from shared.config.settings import load_dotenv_file, load_settings
 from shared.config.tenants import load_tenants
@@ -99,7 +99,8 @@ def run_dev(with_flower: bool = True) -> int:
         app_url = f"http://127.0.0.1:{settings.app_port}"
         write_state({"app_url": app_url, "sandbox_url": env["INFOBIP_BASE_URL"] if sandbox else None,
                      "tenants": [{"tenant_id": t.tenant_id, "waba_number": t.waba_number} for t in tenants],
-                     "webhook_token": settings.webhook_verify_token, "pid": os.getpid()})
+                     "webhook_token": settings.webhook_verify_token, "pid": os.getpid(),
+                     "env": {k: env[k] for k in DEV_ENV_KEYS if env.get(k)}})
         print(f"dev: webhook at {app_url}/webhooks/infobip; talk to the bot with `.venv/bin/wabot chat`; "
               "Ctrl-C stops everything", flush=True)
         while True:  # a crashed child is restarted with backoff; only one that keeps crashing stops the stack

@@ -250,3 +250,17 @@ def read_state() -> dict:
         return json.loads(DEV_STATE.read_text())
     except (FileNotFoundError, ValueError):
         return {}
+
+
+DEV_ENV_KEYS = ("DATABASE_URL_DEFAULT", "REDIS_URL", "TENANTS_FILE")
+
+
+def dev_env() -> dict[str, str]:
+    """Where the running `make dev` stack keeps its data (embedded servers' URLs), so `wabot operators|kb|...` in
+    a second terminal reach it; empty when no dev stack is running (a stale dev.json is ignored)."""
+    state = read_state()
+    try:
+        os.kill(int(state["pid"]), 0)  # signal 0: is it alive?
+    except (KeyError, TypeError, ValueError, OSError):
+        return {}
+    return {k: v for k, v in (state.get("env") or {}).items() if k in DEV_ENV_KEYS}

@@ -12,9 +12,12 @@ def error_response(status: int, error: str, message: str, details=None):
     return jsonify(body), status
 
 
+def http_error(exc: HTTPException):
+    """The JSON body of an HTTP error (the console renders HTML for its own pages: ingress/console/auth.py)."""
+    name = (exc.name or "error").lower().replace(" ", "_")
+    messages = {413: "request body is larger than the webhook limit"}
+    return error_response(exc.code or 500, name, messages.get(exc.code, exc.description or name))
+
+
 def init_app(app: Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException):
-        name = (exc.name or "error").lower().replace(" ", "_")
-        messages = {413: "request body is larger than the webhook limit"}
-        return error_response(exc.code or 500, name, messages.get(exc.code, exc.description or name))
+    app.register_error_handler(HTTPException, http_error)

@@ -14,6 +14,14 @@ import pytest
 from devtools.devstack import ROOT
 
 CHROMIUM = os.environ.get("WABOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+# libfaketime's variables (tests/test_moved_clocks.py): the browser and Playwright's driver run on the real clock,
+# since what a page shows is computed by the server (which runs on the moved one), and Chromium's own timers
+# misbehave under a preloaded fake clock.
+FAKE_CLOCK = ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "DONT_FAKE_MONOTONIC")
+
+
+def _real_clock_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in FAKE_CLOCK}
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +32,16 @@ def chromium():
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("browser tests: the playwright package is missing (make test installs the dev extras)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
+    moved = {k: os.environ.pop(k) for k in FAKE_CLOCK if k in os.environ}  # the driver starts without them
+    try:
+        playwright = sync_playwright().start()
+    finally:
+        os.environ.update(moved)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"],
+                                         env=_real_clock_env())
+    yield browser
+    browser.close()
+    playwright.stop()
 
 
 @pytest.fixture

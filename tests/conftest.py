@@ -24,6 +24,7 @@ from devtools.sandbox import InfobipSandbox
 from shared.config.settings import load_settings
 from shared.config.tenants import load_tenants
 
+from browser import chromium, page  # noqa: F401 - one Chromium per session, for every browser test
 from helpers import (BETA_TOKEN, GAMMA_LLM_KEY, HANDOFF_SECRET, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN,
                      wait_for)
 

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import requests
 
-from browser import add_operator, chromium, page, sign_in  # noqa: F401 - fixtures
+from browser import add_operator, sign_in
 from ingress.console import sessions
 
 
@@ -84,3 +84,9 @@ def test_sessions_end_when_idle_too_long_or_too_old():
     assert r.ttl(next(iter(r.keys("wabot:console:session:*")))) <= sessions.IDLE_SECONDS
     sessions.end(r, fresh.sid)
     assert sessions.load(r, fresh.sid) is None and sessions.load(r, "x" * 200) is None
+
+
+def test_console_errors_are_pages_and_the_api_keeps_json(web, stack_env, page):
+    assert page.goto(f"{web}/console/no/such/page").status == 404
+    assert page.text_content("h1") == "Not found"
+    assert requests.get(f"{web}/no/such/endpoint", timeout=5).json()["error"] == "not_found"

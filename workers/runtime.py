@@ -12,7 +12,7 @@ from shared.config.providers import ProviderCache
 from shared.llm.breaker import Breakers
 from shared.llm.factory import provider_for
 from shared.memory.embedders import embedder_for
-from shared.knowledge.store import KnowledgeStore
+from shared.knowledge.store import store_for
 from shared.memory.store import MemoryStore
 from shared.memory.probe import probe_and_log
 from shared.delivery.outbox import client_for
@@ -34,7 +34,6 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: dict = field(default_factory=dict)
     _memories: dict = field(default_factory=dict)
-    _knowledge: dict = field(default_factory=dict)
     # blue ticks and typing indicators, off the turn's lock and connection (shared.conversation.turn._acknowledge)
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "acknowledge"))
 
@@ -52,22 +51,13 @@ class Runtime:
                 self._memories[tenant.tenant_id] = MemoryStore(tenant, embedder)
             return self._memories[tenant.tenant_id]
 
-    def knowledge(self, tenant: Tenant) -> KnowledgeStore:
-        """The tenant's documents, embedded like its memory (one embedder per tenant and process)."""
-        memory = self.memory(tenant)
-        with self._lock:
-            if tenant.tenant_id not in self._knowledge:
-                embedder = None if tenant.vector_store == "sql_fallback" else memory.embedder
-                self._knowledge[tenant.tenant_id] = KnowledgeStore(tenant, embedder)
-            return self._knowledge[tenant.tenant_id]
-
     @cached_property
     def turn_deps(self) -> TurnDeps:
         return TurnDeps(
             llm_for=self.providers.get,
             registry_for=build_registry,
             memory_for=self.memory,
-            knowledge_for=self.knowledge,
+            knowledge_for=store_for,
             infobip_for=self.infobip,
             limiter=RateLimiter(self.settings.redis_url, redis_client(self.settings.redis_url)),
             background=self.background.submit,

@@ -8,7 +8,6 @@ document itself. Search embeds the one query, as a turn does.
 """
 from __future__ import annotations
 
-import threading
 
 from flask import g, request
 from werkzeug.datastructures import FileStorage
@@ -16,24 +15,11 @@ from werkzeug.datastructures import FileStorage
 from ingress.admin_api import schemas as s
 from ingress.admin_api.api import BODY_LIMITS, ApiError, api_route, bp
 from ingress.admin_api.context import admin_context, unit_of_work
-from shared.config.tenants import Tenant
 from shared.db import knowledge_jobs as jobs_repo
 from shared.knowledge.jobs import MAX_UPLOAD_BYTES, JobRefused, public_job, submit_reindex, submit_upload, submit_url
-from shared.knowledge.store import KnowledgeStore
+from shared.knowledge.store import store_for
 
 UPLOAD_OVERHEAD = 64 * 1024  # the multipart envelope and form fields around the file
-_stores: dict[str, KnowledgeStore] = {}
-_stores_lock = threading.Lock()
-
-
-def _store(tenant: Tenant) -> KnowledgeStore:
-    """One store per tenant and process, so its embedder (for search queries) is built once."""
-    with _stores_lock:
-        if tenant.tenant_id not in _stores:
-            _stores[tenant.tenant_id] = KnowledgeStore(tenant)
-        return _stores[tenant.tenant_id]
-
-
 def _connection():
     return admin_context().pools.connection(g.admin_tenant)
 
@@ -57,7 +43,7 @@ def _submit(make) -> dict:
 @api_route("/knowledge/documents", "GET", summary="The knowledge documents, and whether a reindex is needed",
            response=s.KnowledgeDocumentList)
 def list_documents():
-    store = _store(g.admin_tenant)
+    store = store_for(g.admin_tenant)
     with _connection() as conn:
         return {"documents": store.list(conn), "embedding": store.embedding_status(conn).as_json()}
 
@@ -69,7 +55,7 @@ def show_document(document_id: int, query: dict):
         document = jobs_repo.document_by_id(conn, document_id)
         if document is None:
             raise _not_found("document")
-        shown = _store(g.admin_tenant).show(conn, document["source"]) if query["chunks"] else document
+        shown = store_for(g.admin_tenant).show(conn, document["source"]) if query["chunks"] else document
         latest = jobs_repo.list_jobs(conn, 1, source=document["source"])
     return {**shown, "latest_job": public_job(latest[0]) if latest else None}
 
@@ -81,7 +67,7 @@ def remove_document(document_id: int):
         document = jobs_repo.document_by_id(conn, document_id)
         if document is None:
             raise _not_found("document")
-        removed = _store(g.admin_tenant).remove(conn, document["source"])
+        removed = store_for(g.admin_tenant).remove(conn, document["source"])
     return {"document_id": document_id, "source": document["source"], "removed": removed}
 
 
@@ -121,7 +107,7 @@ def add_url(body: dict):
            "background (202 with the job); searches use the old vectors until it completes", response=s.KnowledgeJob,
            status=202)
 def reindex():
-    return _submit(lambda tx: submit_reindex(tx, _store(g.admin_tenant)))
+    return _submit(lambda tx: submit_reindex(tx, store_for(g.admin_tenant)))
 
 
 @api_route("/knowledge/jobs", "GET", summary="The latest knowledge jobs with their progress",
@@ -147,6 +133,6 @@ def show_job(job_id: int):
 def search(query: dict):
     tags = [t.strip() for t in query.get("tags", "").split(",") if t.strip()] or None
     with _connection() as conn:
-        found = _store(g.admin_tenant).search(conn, query["q"], limit=query["limit"], tags=tags,
+        found = store_for(g.admin_tenant).search(conn, query["q"], limit=query["limit"], tags=tags,
                                               document=query.get("document"))
     return {"mode": found.mode, "note": found.note, "hits": [h.as_json() for h in found.hits]}

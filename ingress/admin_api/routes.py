@@ -7,13 +7,13 @@ from datetime import date, datetime, time, timedelta
 
 from flask import g
 
-from ingress.admin_api import schemas as s
+from ingress.admin_api import actions, schemas as s
 from ingress.admin_api.api import ApiError, actor, api_route
-from ingress.admin_api.context import admin_context, unit_of_work
+from ingress.admin_api.context import admin_context
 from shared.clock import utcnow
 from shared.db import user_data
-from shared.handoff.operator import SendRefused, send_as_operator
-from shared.handoff.state import conversation_state, hand_back, take_over
+from shared.handoff.operator import SendRefused
+from shared.handoff.state import hand_back, take_over
 from shared.phone import normalize_number
 from shared.privacy.requests import export_user, forget_user
 
@@ -62,14 +62,10 @@ def conversation_messages(user_id: int, query: dict):
 
 
 def _switch(user_id: int, switch, reason: str) -> dict:
-    uow = unit_of_work(g.get("request_id"))
-    with uow.transaction(g.admin_tenant) as tx:
-        if user_data.conversation(tx.conn, user_id) is None:
-            raise _not_found()
-        changed = switch(tx, user_id, by=actor(), reason=reason or "")
-        state = conversation_state(tx.conn, user_id)
-    uow.flush()
-    return {"user_id": user_id, "state": state, "changed": changed}
+    try:
+        return actions.switch_state(g.admin_tenant, g.get("request_id"), user_id, switch, by=actor(), reason=reason)
+    except actions.NoSuchUser:
+        raise _not_found() from None
 
 
 @api_route("/conversations/<int:user_id>/takeover", "POST", summary="A person takes the conversation over",
@@ -87,18 +83,13 @@ def handback(user_id: int, body: dict):
 @api_route("/conversations/<int:user_id>/messages", "POST", summary="Send a message as the operator",
            body=s.SendBody, response=s.Sent, status=202)
 def send_message(user_id: int, body: dict):
-    uow = unit_of_work(g.get("request_id"))
-    refused = None
-    with uow.transaction(g.admin_tenant) as tx:
-        if user_data.conversation(tx.conn, user_id) is None:
-            raise _not_found()
-        try:
-            outbound_id = send_as_operator(tx, user_id, str(g.admin_operator["id"]), body["text"], utcnow())
-        except SendRefused as exc:  # caught inside the transaction: the not_sent record (with its reason) stays
-            refused = exc
-    uow.flush()
-    if refused is not None:
-        raise ApiError(409, "send_refused", f"the message cannot be sent: {refused.reason}")
+    try:
+        outbound_id = actions.send_message(g.admin_tenant, g.get("request_id"), user_id,
+                                           str(g.admin_operator["id"]), body["text"])
+    except actions.NoSuchUser:
+        raise _not_found() from None
+    except SendRefused as refused:
+        raise ApiError(409, "send_refused", f"the message cannot be sent: {refused.reason}") from None
     return {"user_id": user_id, "message_id": outbound_id}
 
 

@@ -11,9 +11,7 @@ from flask import Flask
 
 # each module registers its pages on auth.bp when imported
 from ingress.console import auth, conversations, knowledge, playground, usage  # noqa: F401
-from ingress.console.security import add_headers
 
 
 def init_app(app: Flask) -> None:
-    auth.bp.after_request(add_headers)
     app.register_blueprint(auth.bp)

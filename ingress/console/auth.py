@@ -15,7 +15,8 @@ from limits import parse
 
 from ingress.admin_api.context import admin_context, within_rate
 from ingress.console import sessions
-from ingress.console.security import check_csrf
+from ingress.console.security import add_headers, check_csrf
+from ingress.errors import http_error
 from ingress.state import state
 from shared import log as logctx
 from shared.db import operators
@@ -23,6 +24,7 @@ from shared.passwords import verify_password
 
 log = logging.getLogger("ingress.console")
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
+bp.after_request(add_headers)
 COOKIE = "wabot_console"
 FAILED_PER_NAME = parse("5/15 minutes")
 FAILED_PER_ADDRESS = parse("20/15 minutes")
@@ -115,3 +117,19 @@ def index():
 @signed_in
 def home():
     return redirect(url_for("console.conversations", tenant_id=g.tenant.tenant_id))
+
+
+@bp.app_errorhandler(404)
+def _not_found(exc):
+    """Console URLs get an HTML page (the rest of the app answers JSON: ingress/errors.py)."""
+    if not request.path.startswith("/console"):
+        return http_error(exc)
+    return render_template("console/error.html", title="Not found",
+                           message="There is no such page here."), 404
+
+
+@bp.errorhandler(403)
+def _forbidden(exc):
+    if request.accept_mimetypes.best == "application/json":
+        return http_error(exc)
+    return render_template("console/error.html", title="Refused", message=exc.description), 403

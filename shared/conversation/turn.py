@@ -27,7 +27,7 @@ from shared.clock import utcnow
 from shared.db import messages, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
 from shared.db.usage import budget_spent, record_usage
-from shared.delivery.outbox import queue_reply
+from shared.delivery.outbox import client_for_user, queue_reply
 from shared.queueing.tasks import TASK_RUN_TURN
 from shared.conversation.engine import respond
 from shared.delivery.infobip.times import parse_infobip_time
@@ -135,11 +135,13 @@ class TurnOutcome:
 ACK_WAIT_SECONDS = 5.0  # at most this long before the reply, for the blue ticks to be sent first
 
 
-def _acknowledge(tenant: Tenant, deps: TurnDeps, phone: str, pending: list[dict]) -> Any:
+def _acknowledge(tenant: Tenant, deps: TurnDeps, user: dict, pending: list[dict]) -> Any:
     """Blue ticks and a typing indicator while the turn runs: optional per tenant, failures harmless. Sent in the
     background, at the same time as the model works; the turn waits for them (`_acknowledged`) only before its
-    reply is queued, so the user never sees the answer before the ticks. Returns what `deps.background` gave."""
+    reply is queued, so the user never sees the answer before the ticks. Returns what `deps.background` gave.
+    A playground user's client is the PlaygroundClient (shared.delivery.outbox.client_for_user): no HTTP call."""
     client = deps.infobip_for(tenant) if deps.infobip_for else None
+    client, phone = client_for_user(client, bool(user.get("playground"))) if client else None, user["phone"]
     if client is None or not (tenant.config.mark_read or tenant.config.typing_indicator):
         return None
     message_ids = [m["infobip_message_id"] for m in pending] if tenant.config.mark_read else []
@@ -300,7 +302,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         rows = _for_the_model(tx, deps, user, pending, request_id)
         if isinstance(rows, TurnOutcome):
             return rows
-        pending_ack = _acknowledge(tenant, deps, phone, rows)
+        pending_ack = _acknowledge(tenant, deps, user, rows)
         request_id = request_id or rows[-1]["request_id"]
         now = deps.clock()
         spoken = said_at(rows[-1]["received_at"], now)
@@ -309,8 +311,10 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         reply, summary = _compose_reply(conn, tenant, deps, llm, user_id, phone, rows, now=now, spoken=spoken,
                                         request_id=request_id, calls=calls)
         _acknowledged(pending_ack)
+        # the reply with what its turn did (`meta`: the Playground shows it), its outbox rows and the `answered`
+        # marks commit together below: exactly-once reply
         reply_id = messages.insert_assistant_message(conn, user_id=user_id, body=reply, reply_to=rows[-1]["id"],
-                                                     request_id=request_id)
+                                                     request_id=request_id, meta=summary)
         queue_reply(tx, user_id=user_id, phone=phone, text=reply, source_message=reply_id, request_id=request_id,
                     now=now, last_inbound_at=users.last_inbound_at(conn, user_id))
         answered = [m["id"] for m in rows]

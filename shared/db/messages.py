@@ -97,21 +97,22 @@ def recent_history(conn: psycopg.Connection, user_id: int, limit: int = 20, befo
 
 
 def _insert_outgoing(conn: psycopg.Connection, *, user_id: int, role: str, body: str, reply_to: int | None = None,
-                     operator_id: str | None = None, request_id: str | None = None) -> int:
+                     operator_id: str | None = None, request_id: str | None = None, meta: dict | None = None) -> int:
     row = conn.execute(
         """
-        INSERT INTO messages (user_id, role, body, status, reply_to, operator_id, request_id)
-        VALUES (%s, %s, %s, 'stored', %s, %s, %s) RETURNING id
+        INSERT INTO messages (user_id, role, body, status, reply_to, operator_id, request_id, meta)
+        VALUES (%s, %s, %s, 'stored', %s, %s, %s, %s) RETURNING id
         """,
-        (user_id, role, body, reply_to, operator_id, request_id),
+        (user_id, role, body, reply_to, operator_id, request_id, Jsonb(meta) if meta is not None else None),
     ).fetchone()
     return row["id"]
 
 
 def insert_assistant_message(conn: psycopg.Connection, *, user_id: int, body: str, reply_to: int | None,
-                             request_id: str | None) -> int:
+                             request_id: str | None, meta: dict | None = None) -> int:
+    """The bot's reply; `meta`: what its turn did (agent, intent, tools, tokens: migration 0017)."""
     return _insert_outgoing(conn, user_id=user_id, role="assistant", body=body, reply_to=reply_to,
-                            request_id=request_id)
+                            request_id=request_id, meta=meta)
 
 
 def stalled_users(conn: psycopg.Connection, older_than_seconds: int, newer_than_seconds: int = 6 * 3600) -> list[int]:
@@ -138,3 +139,17 @@ def insert_operator_message(conn: psycopg.Connection, *, user_id: int, body: str
     """What an operator (a person of the business) wrote to the user: role 'operator', with the operator's id."""
     return _insert_outgoing(conn, user_id=user_id, role="operator", body=body, operator_id=operator_id,
                             request_id=request_id)
+
+
+def conversation_after(conn: psycopg.Connection, user_id: int, after_id: int = 0, limit: int = 200, *,
+                       newest: bool = False) -> list[dict]:
+    """The user's messages after `after_id`, oldest first: the first `limit` of them, or with `newest` the last
+    `limit`. What the Playground and `wabot chat` show, with each reply's `meta`."""
+    rows = conn.execute(
+        f"""
+        SELECT id, role, body, message_type, status, reply_to, infobip_message_id, meta, created_at FROM messages
+        WHERE user_id = %s AND id > %s ORDER BY id {'DESC' if newest else 'ASC'} LIMIT %s
+        """,
+        (user_id, after_id, limit),
+    ).fetchall()
+    return list(reversed(rows)) if newest else rows

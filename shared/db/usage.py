@@ -1,4 +1,7 @@
-"""SQL of `llm_usage` (one row per model call) and the daily token budget read from it."""
+"""SQL of `llm_usage` (one row per model call) and the daily token budget read from it.
+
+Playground turns (migration 0017) are marked `playground` and COUNT toward the daily budget: their tokens cost the
+business the same money, and the budget is a spending cap. `tokens_since(..., playground=...)` tells them apart."""
 from __future__ import annotations
 
 from datetime import datetime, time
@@ -13,9 +16,10 @@ def start_of_local_day(tenant: Tenant, now: datetime) -> datetime:
     return datetime.combine(local.date(), time(0), tzinfo=tenant.config.tz)
 
 
-def tokens_since(conn: psycopg.Connection, since: datetime) -> int:
-    row = conn.execute("SELECT COALESCE(sum(total_tokens), 0) AS n FROM llm_usage WHERE created_at >= %s",
-                       (since,)).fetchone()
+def tokens_since(conn: psycopg.Connection, since: datetime, playground: bool | None = None) -> int:
+    """Tokens used since `since`: all of them (None), or only the playground's (True) or real users' (False)."""
+    row = conn.execute("SELECT COALESCE(sum(total_tokens), 0) AS n FROM llm_usage WHERE created_at >= %s "
+                       "AND (%s::boolean IS NULL OR playground = %s)", (since, playground, playground)).fetchone()
     return int(row["n"])
 
 
@@ -29,13 +33,15 @@ def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: s
                  model: str, prompt_tokens: int, completion_tokens: int, latency_ms: int,
                  tools_used: list[str], provider_entry: str | None = None,
                  knowledge_chunks: list[int] | None = None) -> None:
-    """One model call; `knowledge_chunks`: the business passages its prompt carried (migration 0014)."""
+    """One model call; `knowledge_chunks`: the business passages its prompt carried (migration 0014); marked
+    `playground` when its user is a playground user (migration 0017)."""
     conn.execute(
         """
         INSERT INTO llm_usage (user_id, request_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
-                               latency_ms, tools_used, provider_entry, knowledge_chunks)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                               latency_ms, tools_used, provider_entry, knowledge_chunks, playground)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                COALESCE((SELECT playground FROM users WHERE id = %s), false))
         """,
         (user_id, request_id, provider, model, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
-         latency_ms, tools_used, provider_entry, knowledge_chunks or []),
+         latency_ms, tools_used, provider_entry, knowledge_chunks or [], user_id),
     )

@@ -78,7 +78,8 @@ def _like(text: str) -> str:
 def list_conversations(conn: psycopg.Connection, *, state: str | None, search: str | None, digits: str | None,
                        limit: int, offset: int) -> list[dict]:
     """Users with their conversation state and last message, the most recently active first. `search` matches
-    the name or any message text (case-insensitive), `digits` a part of the phone."""
+    the name or any message text (case-insensitive), `digits` a part of the phone. Playground users (operators
+    trying the bot: migration 0017) are not conversations with customers and are left out."""
     like = _like(search) if search else None
     phone_like = _like(digits) if digits else None
     return conn.execute(
@@ -89,7 +90,7 @@ def list_conversations(conn: psycopg.Connection, *, state: str | None, search: s
         FROM users u
         LEFT JOIN LATERAL (SELECT id, role, body, created_at FROM messages WHERE user_id = u.id
                            ORDER BY id DESC LIMIT 1) m ON true
-        WHERE (%(state)s::text IS NULL OR u.state = %(state)s)
+        WHERE NOT u.playground AND (%(state)s::text IS NULL OR u.state = %(state)s)
           AND (%(like)s::text IS NULL AND %(phone)s::text IS NULL
                OR u.phone LIKE %(phone)s OR u.name ILIKE %(like)s
                OR EXISTS (SELECT 1 FROM messages x WHERE x.user_id = u.id AND x.body ILIKE %(like)s))

@@ -2,11 +2,30 @@
 caller decides the transaction boundaries."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import psycopg
 
 BOT, HUMAN, OPTED_OUT = "bot", "human", "opted_out"  # users.state (re-exported by shared.handoff.state)
+
+# Playground users (migration 0017): 20 digits starting with 999, a number no WhatsApp account has (E.164 numbers
+# have at most 15 digits); `users.playground` is generated from the number, so it can be neither set nor cleared.
+PLAYGROUND_PREFIX = "999"
+PLAYGROUND_DIGITS = 20
+
+
+def playground_phone(key: str) -> str:
+    """The playground number of `key` (e.g. `operator:<id>` for the console, `cli:<name>` for `wabot chat`):
+    stable, so the conversation continues across sessions, and never a real number."""
+    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+    width = PLAYGROUND_DIGITS - len(PLAYGROUND_PREFIX)
+    return PLAYGROUND_PREFIX + str(digest % 10**width).zfill(width)
+
+
+def is_playground_phone(phone: str) -> bool:
+    """The same test as the generated column `users.playground`."""
+    return len(phone) == PLAYGROUND_DIGITS and phone.startswith(PLAYGROUND_PREFIX) and phone.isdigit()
 
 
 def upsert_user(conn: psycopg.Connection, phone: str, name: str | None, inbound_at: datetime | None) -> int:
@@ -28,8 +47,8 @@ def upsert_user(conn: psycopg.Connection, phone: str, name: str | None, inbound_
 def get_user(conn: psycopg.Connection, user_id: int) -> dict | None:
     """What a reply or a send needs to know about its user: the number, the name for templates, the window
     start."""
-    return conn.execute("SELECT id, phone, name, last_inbound_at, state, state_changed_at FROM users WHERE id = %s",
-                        (user_id,)).fetchone()
+    return conn.execute("SELECT id, phone, name, last_inbound_at, state, state_changed_at, playground FROM users "
+                        "WHERE id = %s", (user_id,)).fetchone()
 
 
 def last_inbound_at(conn: psycopg.Connection, user_id: int) -> datetime | None:
@@ -103,3 +122,23 @@ def opted_out_since(conn: psycopg.Connection, user_id: int) -> datetime | None:
     row = conn.execute("SELECT state_changed_at FROM users WHERE id = %s AND state = %s",
                        (user_id, OPTED_OUT)).fetchone()
     return row["state_changed_at"] if row else None
+
+
+# ---------------------------------------------------------------- playground users (migration 0017)
+
+def is_playground(conn: psycopg.Connection, user_id: int) -> bool:
+    """Whether the user is a playground user: nothing of theirs goes to Infobip."""
+    row = conn.execute("SELECT playground FROM users WHERE id = %s", (user_id,)).fetchone()
+    return bool(row and row["playground"])
+
+
+def playground_user_id(conn: psycopg.Connection, phone: str) -> int | None:
+    """The playground user with this number, or None (never written yet, or reset since)."""
+    row = conn.execute("SELECT id FROM users WHERE phone = %s AND playground", (phone,)).fetchone()
+    return row["id"] if row else None
+
+
+def delete_playground_user(conn: psycopg.Connection, user_id: int) -> bool:
+    """Forget a playground user and, through the foreign keys, everything of theirs (messages, memory, reminders,
+    sends, state); their usage rows stay (user NULL, still marked playground). Never touches a real user."""
+    return conn.execute("DELETE FROM users WHERE id = %s AND playground", (user_id,)).rowcount > 0

@@ -20,7 +20,10 @@ Guarantees:
   MAX_ORDER_WAIT (logged); the parts of one reply always stay in order;
 - a part that fails stops the rest of its own reply; a message that fails does not stop the next message;
 - outside the 24-hour window (with a safety margin) a message goes out as the tenant's `reengage` template, or is
-  recorded `not_sent` with the reason when the tenant has none.
+  recorded `not_sent` with the reason when the tenant has none;
+- a playground user's messages (the console's Playground, `wabot chat`: users.playground) take every step above,
+  but their "Infobip" is `PlaygroundClient`, chosen per user here (`client_for_user`) and nowhere else: no HTTP
+  call is ever made for them (no send, no blue ticks, no typing indicator); a send is recorded `delivered` at once.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ import psycopg
 from shared.clock import utcnow
 from shared.db import outbound, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
-from shared.delivery.infobip.client import (TEMPLATE_PATH, TEXT_PATH, InfobipClient, accepted_status, template_body,
-                                            text_body)
+from shared.delivery.infobip.client import (TEMPLATE_PATH, TEXT_PATH, InfobipClient, MediaDownloadError, SendResult,
+                                            accepted_status, template_body, text_body)
 from shared.delivery.infobip.errors import InfobipError
 from shared.delivery.infobip.retry import DEFAULT_BASE_SECONDS, MAX_ATTEMPTS, retry_delay
 from shared.delivery.infobip.split import split_text
@@ -70,6 +73,39 @@ def tenant_of_message_id(message_id: str) -> str | None:
 
 def client_for(tenant: Tenant) -> InfobipClient:
     return InfobipClient(tenant.infobip_base_url, tenant.infobip_api_key)
+
+
+PLAYGROUND_STATUS = {"groupName": "DELIVERED", "name": "DELIVERED_TO_PLAYGROUND",
+                     "description": "shown in the playground; nothing was sent to WhatsApp"}
+
+
+class PlaygroundClient:
+    """The Infobip of playground users: every call succeeds at once without leaving the process. A send is
+    accepted and, since no delivery report will ever come, delivered (`delivers`)."""
+
+    delivers = True
+
+    def send(self, path: str, body: dict) -> SendResult:
+        message_id = body.get("messageId") or next(iter(body.get("messages") or [{}])).get("messageId")
+        return SendResult(True, None, {"messageId": message_id, "status": dict(PLAYGROUND_STATUS)})
+
+    def mark_read(self, sender: str, message_id: str) -> bool:
+        return True
+
+    def typing(self, sender: str, to: str) -> bool:
+        return True
+
+    def download_media(self, url: str, *args, **kwargs) -> bytes:
+        raise MediaDownloadError("playground messages carry no media")
+
+
+PLAYGROUND_CLIENT = PlaygroundClient()
+
+
+def client_for_user(client, playground: bool):
+    """The one place that picks who carries a user's messages: `client` (Infobip) for a real user, the
+    PlaygroundClient for a playground user (users.playground)."""
+    return PLAYGROUND_CLIENT if playground else client
 
 
 # ---------------------------------------------------------------- queueing
@@ -231,6 +267,7 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             return SendOutcome("skipped")
         if row["status"] != "queued":  # its acceptance (or failure) is recorded: never post it again
             return SendOutcome("skipped", message_id=row["message_id"])
+        client = client_for_user(client, users.is_playground(conn, row["user_id"]))
         if _refused_for_opt_out(tx, row):
             return SendOutcome("skipped", message_id=row["message_id"])
         not_before = row.get("next_attempt_at")
@@ -267,8 +304,7 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
     result = client.send(PATHS[row["kind"]], row["content"])
     with conn.transaction():  # 3. record Infobip's answer and release whoever waited for this row
         if result.ok:
-            accepted = accepted_status(result.body)
-            outbound.record_accepted(conn, outbound_id, result.body, accepted.get("groupName"), accepted.get("name"))
+            accepted = _record_accepted(conn, client, outbound_id, result.body)
             tx.send_after_commit(outbound.next_part(conn, outbound_id))  # the next part, later messages of this user
             log.info("sent to infobip", extra={"outbound_id": outbound_id, "infobip_message_id": row["message_id"],
                                                "http_status": result.http_status, "part": row["part"],
@@ -276,6 +312,16 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             return SendOutcome("sent", message_id=row["message_id"])
         return _record_failure(tx, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
                                clock())
+
+
+def _record_accepted(conn: psycopg.Connection, client, outbound_id: int, body) -> dict:
+    """Record the acceptance (and, for the playground, the delivery no report will bring); returns its status."""
+    accepted = accepted_status(body)
+    outbound.record_accepted(conn, outbound_id, body, accepted.get("groupName"), accepted.get("name"))
+    if getattr(client, "delivers", False):
+        outbound.record_report(conn, outbound_id, status="delivered", status_group=accepted.get("groupName"),
+                               status_name=accepted.get("name"), error=None)
+    return accepted
 
 
 def _refused_for_opt_out(tx: Transaction, row: dict) -> bool:

@@ -186,12 +186,17 @@ def _run_reindex(run: JobRun, job: dict) -> str:
         _release(run, job["id"], str(exc))
         raise JobRetry(str(exc)) from exc
     except EMBEDDER_FAILURES as exc:
-        why = embedder_problem(run.tenant, exc)
-        if job["attempts"] < MAX_ATTEMPTS and not _permanent(exc):
-            _release(run, job["id"], f"embedder failed, will retry: {why}")
-            raise JobRetry(why) from exc
-        return run.finish(job["id"], "failed", "failed", f"the embedder failed ({why}); searches keep using "
-                                                         "the previous model")
+        return _embedder_failed(run, job, exc, "searches keep using the previous model")
+
+
+def _embedder_failed(run: JobRun, job: dict, exc: Exception, kept: str):
+    """An embedder failure: retried (the job released, JobRetry raised) while attempts remain and it may pass,
+    else the job fails with the reason and what was `kept`."""
+    why = embedder_problem(run.tenant, exc)
+    if job["attempts"] < MAX_ATTEMPTS and not _permanent(exc):
+        _release(run, job["id"], f"embedder failed, will retry: {why}")
+        raise JobRetry(why) from exc
+    return run.finish(job["id"], "failed", "failed", f"the embedder failed ({why}); {kept}")
 
 
 def _release(run: JobRun, job_id: int, error: str) -> None:
@@ -232,12 +237,7 @@ def _run_ingest(run: JobRun, job: dict) -> str:
         _release(run, job["id"], str(exc))
         raise
     except EMBEDDER_FAILURES as exc:
-        why = embedder_problem(run.tenant, exc)
-        if job["attempts"] < MAX_ATTEMPTS and not _permanent(exc):
-            _release(run, job["id"], f"embedder failed, will retry: {why}")
-            raise JobRetry(why) from exc
-        return run.finish(job["id"], "failed", "failed", f"the embedder failed ({why}); the previous version "
-                                                         "is kept")
+        return _embedder_failed(run, job, exc, "the previous version is kept")
 
 
 def _permanent(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -404,3 +405,17 @@ class KnowledgeStore(EmbeddingStore):
                         extra={"tenant_id": self.tenant.tenant_id, "error": why})
             return None, f"semantic search unavailable ({why}); full-text results only"
         return repo.vector_ranked(conn, vector, k, tags, document, MIN_SIMILARITY), None
+
+
+_stores: dict[str, tuple[Tenant, KnowledgeStore]] = {}
+_stores_lock = threading.Lock()
+
+
+def store_for(tenant: Tenant) -> KnowledgeStore:
+    """The tenant's store, one per process (its embedders, a local model loaded once, are kept); a reloaded tenant
+    (another Tenant object) gets a fresh one."""
+    with _stores_lock:
+        cached = _stores.get(tenant.tenant_id)
+        if cached is None or cached[0] is not tenant:
+            cached = _stores[tenant.tenant_id] = (tenant, KnowledgeStore(tenant))
+        return cached[1]
