@@ -25,6 +25,16 @@ DEV_DEFAULTS = {
 }
 
 
+def _shared_env(env: dict, with_sandbox: bool) -> dict[str, str]:
+    """What `wabot` commands in another terminal need to reach this stack (dev.json): the embedded servers' URLs,
+    the sandbox's, and the dev defaults in force. Never a value the developer set (it may be a real secret)."""
+    shared = {k: v for k, v in DEV_DEFAULTS.items() if env.get(k) == v}
+    shared.update({k: env[k] for k in DEV_ENV_KEYS if env.get(k) and env[k] != os.environ.get(k)})  # embedded
+    if with_sandbox:
+        shared["INFOBIP_BASE_URL"] = env["INFOBIP_BASE_URL"]
+    return shared
+
+
 def run_dev(with_flower: bool = True) -> int:
     load_dotenv_file(str(ROOT / ".env"))
     env = dict(os.environ)
@@ -100,7 +110,7 @@ def run_dev(with_flower: bool = True) -> int:
         write_state({"app_url": app_url, "sandbox_url": env["INFOBIP_BASE_URL"] if sandbox else None,
                      "tenants": [{"tenant_id": t.tenant_id, "waba_number": t.waba_number} for t in tenants],
                      "webhook_token": settings.webhook_verify_token, "pid": os.getpid(),
-                     "env": {k: env[k] for k in DEV_ENV_KEYS if env.get(k)}})
+                     "env": _shared_env(env, sandbox is not None)})
         print(f"dev: webhook at {app_url}/webhooks/infobip; talk to the bot with `.venv/bin/wabot chat`; "
               "Ctrl-C stops everything", flush=True)
         while True:  # a crashed child is restarted with backoff; only one that keeps crashing stops the stack

@@ -252,7 +252,7 @@ def read_state() -> dict:
         return {}
 
 
-DEV_ENV_KEYS = ("DATABASE_URL_DEFAULT", "REDIS_URL", "TENANTS_FILE")
+DEV_ENV_KEYS = ("DATABASE_URL_DEFAULT", "REDIS_URL", "TENANTS_FILE")  # the stack's own servers and tenants
 
 
 def dev_env() -> dict[str, str]:
@@ -263,4 +263,4 @@ def dev_env() -> dict[str, str]:
         os.kill(int(state["pid"]), 0)  # signal 0: is it alive?
     except (KeyError, TypeError, ValueError, OSError):
         return {}
-    return {k: v for k, v in (state.get("env") or {}).items() if k in DEV_ENV_KEYS}
+    return dict(state.get("env") or {})

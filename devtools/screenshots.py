@@ -13,8 +13,8 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
@@ -78,7 +78,7 @@ def _shoot(page, app_url: str, tenant: str, out: Path, price_list: Path) -> None
     page.goto(f"{base}/conversations")
     page.wait_for_timeout(1500)
     page.screenshot(path=str(out / "conversations.png"), full_page=True)
-    page.click("table a >> nth=0")
+    page.click("a.conv-link >> nth=0")
     page.wait_for_timeout(1500)
     page.screenshot(path=str(out / "conversation.png"), full_page=True)
     page.goto(f"{base}/usage")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _operator(args.tenant, "screenshots", args.password)
     _customers_write(state["app_url"], state["webhook_token"], number)
-    price_list = Path("/tmp") / f"price-list-{uuid.uuid4().hex[:6]}.md"
+    price_list = Path(tempfile.mkdtemp()) / "price-list.md"  # one name: a second run replaces the document
     price_list.write_text(PRICE_LIST)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
