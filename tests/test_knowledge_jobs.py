@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from conftest import fresh_dsn, start_worker
-from devtools.devstack import ROOT
+from devtools.devstack import ROOT, start_redis
 from devtools.localserver import LocalServer
 from helpers import wait_for
 from shared.config.settings import load_settings
@@ -47,9 +47,19 @@ def handbook(n: int = 200, marker: str = "") -> bytes:
 
 
 @pytest.fixture(scope="module")
-def kb_env(stack_env, data_dir, pg_url):
+def kb_redis(data_dir):
+    """A broker of the module's own: the session's worker also consumes the `knowledge` queue, and it knows
+    neither kbre nor kbdim; their jobs must reach `kb_worker` only."""
+    server = start_redis(data_dir / f"kb-redis-{uuid.uuid4().hex[:6]}")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kb_env(stack_env, data_dir, pg_url, kb_redis):
     """The stack's tenants plus two whose embedding model changed: kbre (local-hash -> wordllama-256) and kbdim
-    (local-hash 256-d -> local-hash 128-d). Their databases start with the old model (see `old_tenant`)."""
+    (local-hash 256-d -> local-hash 128-d). Their databases start with the old model (see `old_tenant`); their
+    jobs go through the module's own Redis."""
     base = (data_dir / "tenants.yaml").read_text()
     extra = "".join(f"""
   - tenant_id: {tid}
@@ -60,7 +70,7 @@ def kb_env(stack_env, data_dir, pg_url):
 """ for tid, model, dim in (("kbre", "wordllama-256", ""), ("kbdim", "local-hash", ", embedding_dim: 128")))
     path = data_dir / f"tenants-kb-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(base.rstrip() + "\n" + extra)
-    return {**stack_env, "TENANTS_FILE": str(path)}
+    return {**stack_env, "TENANTS_FILE": str(path), "REDIS_URL": kb_redis}
 
 
 @pytest.fixture(scope="module")
