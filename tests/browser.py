@@ -14,9 +14,9 @@ import pytest
 from devtools.devstack import ROOT
 
 CHROMIUM = os.environ.get("WABOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-# libfaketime's variables (tests/test_moved_clocks.py): the browser and Playwright's driver run on the real clock,
-# since what a page shows is computed by the server (which runs on the moved one), and Chromium's own timers
-# misbehave under a preloaded fake clock.
+# libfaketime's variables (tests/test_moved_clocks.py): Chromium runs on the real clock (its timers misbehave under
+# a preloaded fake one), which changes nothing a test sees: pages are computed by the server, on the moved clock.
+# Never removed from this process's own environment: libfaketime re-reads FAKETIME, so pytest's clock would jump.
 FAKE_CLOCK = ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "DONT_FAKE_MONOTONIC")
 
 
@@ -32,11 +32,7 @@ def chromium():
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("browser tests: the playwright package is missing (make test installs the dev extras)")
-    moved = {k: os.environ.pop(k) for k in FAKE_CLOCK if k in os.environ}  # the driver starts without them
-    try:
-        playwright = sync_playwright().start()
-    finally:
-        os.environ.update(moved)
+    playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"],
                                          env=_real_clock_env())
     yield browser
