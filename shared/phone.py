@@ -29,3 +29,14 @@ def normalize_number(raw: object) -> str:
     if not _DIGITS.fullmatch(text):
         raise ValueError(f"not a phone number: {raw!r}")
     return text
+
+
+def phone_fragment(text: str | None) -> str | None:
+    """The digits of a search text that is a (part of a) phone number: digits and + - ( ) . spaces only, at least
+    3 digits; None for anything else, so a name or word with a digit in it ("room 4") is not a phone search."""
+    if not text:
+        return None
+    digits = "".join(c for c in text if c.isdigit())
+    if len(digits) < 3 or any(not (c.isdigit() or c in " +-().") for c in text):
+        return None
+    return digits

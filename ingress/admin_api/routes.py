@@ -14,7 +14,7 @@ from shared.clock import utcnow
 from shared.db import user_data
 from shared.handoff.operator import SendRefused
 from shared.handoff.state import hand_back, take_over
-from shared.phone import normalize_number
+from shared.phone import normalize_number, phone_fragment
 from shared.privacy.requests import export_user, forget_user
 
 USAGE_DEFAULT_DAYS = 30
@@ -32,7 +32,7 @@ def _not_found() -> ApiError:
            query=s.ConversationListQuery, response=s.ConversationPage)
 def list_conversations(query: dict):
     q = query.get("q")
-    digits = "".join(c for c in q if c.isdigit()) if q else None
+    digits = phone_fragment(q)
     with _connection() as conn:
         rows = user_data.list_conversations(conn, state=query.get("state"), search=q, digits=digits or None,
                                             limit=query["per_page"] + 1,

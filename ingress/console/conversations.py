@@ -22,6 +22,7 @@ from shared.delivery.infobip.templates import reengage_template
 from shared.delivery.outbox import NO_TEMPLATE_REASON, WINDOW, WINDOW_MARGIN, inside_window
 from shared.handoff.state import hand_back, take_over
 from shared.privacy.requests import export_user, forget_user
+from shared.phone import phone_fragment
 
 PER_PAGE = 25
 MESSAGES_SHOWN = 500          # a conversation page shows the newest 500 messages (and says when there are more)
@@ -79,10 +80,10 @@ def _iso(moment: datetime | None) -> str:
 def _list_data(args: dict) -> dict:
     """One page of conversations, newest activity first, each with its unread count (the admin API's query)."""
     q = args["q"]
-    digits = "".join(c for c in q if c.isdigit())
+    digits = phone_fragment(q)
     with admin_context().pools.connection(g.tenant) as conn:
         rows = user_data.list_conversations(conn, state=args["state"] or None, search=q or None,
-                                            digits=digits or None, limit=PER_PAGE + 1,
+                                            digits=digits, limit=PER_PAGE + 1,
                                             offset=(args["page"] - 1) * PER_PAGE)
         unread = console_reads.unread_counts(conn, [r["user_id"] for r in rows[:PER_PAGE]])
     return {"conversations": [_row_view(r, unread.get(r["user_id"], 0)) for r in rows[:PER_PAGE]],
