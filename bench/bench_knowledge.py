@@ -56,7 +56,9 @@ from shared.config.tenants import parse_tenants  # noqa: E402
 from shared.db import knowledge as repo  # noqa: E402
 from shared.db.migrate import migrate_tenant  # noqa: E402
 from shared.knowledge import store as kstore  # noqa: E402
-from shared.knowledge.store import KnowledgeStore, fulltext_query  # noqa: E402
+from shared.knowledge.store import KnowledgeStore  # noqa: E402
+from shared.knowledge.terms import fulltext_terms  # noqa: E402
+from shared.memory.store import query_terms  # noqa: E402
 from shared.memory.embedders import HashEmbedder  # noqa: E402
 from shared.memory.store import STOP_WORDS  # noqa: E402
 from shared.memory.wordllama_embedder import WordLlamaEmbedder  # noqa: E402
@@ -234,7 +236,7 @@ def quality_rankings(conn, store: KnowledgeStore, question: str) -> dict[str, li
     """Each method's ranking for one question: single methods their top 20, hybrid its top 5 (a turn's call)."""
     [vector] = store.embedder.embed([question])
     return {"vector": [i for i, _ in repo.vector_ranked(conn, vector, 20)],
-            "fulltext": repo.fulltext_ranked(conn, fulltext_query(question), 20),
+            "fulltext": fulltext_ids(conn, store, question, 20),
             "hybrid": [h.chunk_id for h in store.search(conn, question, limit=5).hits]}
 
 
@@ -371,6 +373,18 @@ def before_vector(conn, vector, limit: int) -> list[int]:
                                            {"q": repo.vector_literal(vector), "limit": limit}).fetchall()]
 
 
+def fulltext_ids(conn, store: KnowledgeStore, query: str, k: int) -> list[int]:
+    """Full text's ranking as the store's search calls it (whole words with their forms, common words out of the
+    any-word pool); nothing for a question of stop words alone."""
+    groups = fulltext_terms(query)
+    return repo.fulltext_ranked(conn, groups, k, pool_groups=store.informative(conn, groups)) if groups else []
+
+
+def before_tsquery(query: str) -> str:
+    """The tsquery before this benchmark: every word (stop words too when alone) as a prefix, OR-ed."""
+    return " | ".join(f"'{t}':*" for t in query_terms(query))
+
+
 def before_fulltext(conn, tsquery: str, limit: int) -> list[int]:
     """The full-text query before this benchmark (ts_rank over every match)."""
     return [r["id"] for r in conn.execute("""
@@ -391,15 +405,14 @@ def measure_size(conn, store: KnowledgeStore, size: int, queries: list[str], bef
     k = max(5 * kstore.CANDIDATES, kstore.MIN_CANDIDATES)
     embedder = store.embedder
     vectors = {q: embedder.embed([q])[0] for q in queries}
-    tsq = {q: fulltext_query(q) for q in queries}
-    texts = [q for q in queries if tsq[q]]
+    texts = [q for q in queries if query_terms(q)]
     parts = {
         "search (limit 5)": (lambda q: store.search(conn, q, limit=5), None),
         "  embed query": (lambda q: embedder.embed([q]), None),
         "  vector_ranked": (lambda q: [i for i, _ in repo.vector_ranked(conn, vectors[q], k)],
                             lambda q: before_vector(conn, vectors[q], k)),
-        "  fulltext_ranked": (lambda q: repo.fulltext_ranked(conn, tsq[q], k),
-                              lambda q: before_fulltext(conn, tsq[q], k)),
+        "  fulltext_ranked": (lambda q: fulltext_ids(conn, store, q, k),
+                              lambda q: before_fulltext(conn, before_tsquery(q), k)),
     }
     for part, (now, before) in parts.items():
         times, got = timed(now, texts)
@@ -431,15 +444,32 @@ def explain(dsn: str, store: KnowledgeStore, query: str) -> None:
     vector = store.embedder.embed([query])[0]
     with psycopg.connect(dsn, cursor_factory=_ExplainCursor) as conn:
         for name, fn in (("vector_ranked", lambda: repo.vector_ranked(conn, vector, k)),
-                         ("fulltext_ranked", lambda: repo.fulltext_ranked(conn, fulltext_query(query), k))):
+                         ("fulltext_ranked", lambda: fulltext_ids(conn, store, query, k))):
             _ExplainCursor.plans.clear()
             fn()
             print(f"  EXPLAIN ANALYZE {name} ({query!r}):")
             print("\n".join("    " + line for line in "\n".join(_ExplainCursor.plans).splitlines()))
 
 
-def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show_plans: bool) -> None:
-    dsn = make_conninfo(base, dbname=f"bench_kl_{uuid.uuid4().hex[:8]}")
+def latency_database(base: str, name: str | None) -> tuple[str, int]:
+    """The latency part's database and how many synthetic chunks it holds: a new one (dropped at the end), or
+    `name`, created when missing and kept, so a later run at the same sizes skips loading and indexing."""
+    if name is None:
+        return make_conninfo(base, dbname=f"bench_kl_{uuid.uuid4().hex[:8]}"), 0
+    with psycopg.connect(make_conninfo(base, dbname="postgres"), autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = make_conninfo(base, dbname=name)
+    migrate_tenant(make_tenant(dsn, "wordllama-256"))
+    with psycopg.connect(dsn) as conn:
+        loaded = conn.execute("SELECT count(*) FROM knowledge_chunks c JOIN knowledge_documents d "
+                              "ON d.id = c.document_id WHERE d.source LIKE 'synthetic/%%'").fetchone()[0]
+    return dsn, loaded
+
+
+def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show_plans: bool,
+                database: str | None = None) -> None:
+    dsn, loaded = latency_database(base, database)
     tenant = make_tenant(dsn, "wordllama-256")
     migrate_tenant(tenant)
     embedder = WordLlamaEmbedder()
@@ -455,29 +485,42 @@ def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show
               f"{max(5 * kstore.CANDIDATES, kstore.MIN_CANDIDATES)} candidates/method")
         header = (f"{'chunks':>8}  {'part':<18} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}  {'before p50':>9} "
                   f"{'before p95':>9} {'p95 x':>8} {'agree':>6}")
-        loaded = 0
         for size in sizes:
-            conn.execute("DROP INDEX IF EXISTS knowledge_chunks_embedding_hnsw")
-            conn.commit()
-            secs = load_chunks(conn, synth, embedder, loaded // CHUNKS_PER_DOC, (size - loaded) // CHUNKS_PER_DOC)
-            loaded = size
+            if size < loaded:
+                print(f"\n{size:>8,} chunks: skipped (database {database!r} holds {loaded:,})")
+                continue
+            built = size == loaded
+            if not built:
+                conn.execute("DROP INDEX IF EXISTS knowledge_chunks_embedding_hnsw")
+                conn.commit()
+                secs = load_chunks(conn, synth, embedder, loaded // CHUNKS_PER_DOC,
+                                   (size - loaded) // CHUNKS_PER_DOC)
+                loaded = size
             conn.autocommit = True
-            t0 = time.perf_counter()
-            conn.execute("SET maintenance_work_mem = '8GB'")
-            conn.execute("SET max_parallel_maintenance_workers = 1")
-            conn.execute("CREATE INDEX knowledge_chunks_embedding_hnsw ON knowledge_chunks "
-                         "USING hnsw (embedding vector_cosine_ops)")
-            index_secs = time.perf_counter() - t0
-            conn.execute("VACUUM ANALYZE knowledge_chunks")
-            conn.execute("VACUUM ANALYZE knowledge_documents")
+            index_secs = 0.0 if built else build_index(conn)
             mb = conn.execute("SELECT pg_total_relation_size('knowledge_chunks') / 1e6 AS mb").fetchone()["mb"]
-            print(f"\n{size:>8,} chunks: loaded by COPY in {secs:.0f} s, HNSW built in {index_secs:.0f} s, "
-                  f"table + indexes {mb:,.0f} MB")
+            print(f"\n{size:>8,} chunks: " + (f"as kept in database {database!r}" if built else
+                  f"loaded by COPY in {secs:.0f} s, HNSW built in {index_secs:.0f} s") +
+                  f", table + indexes {mb:,.0f} MB, shared_buffers "
+                  f"{conn.execute('SHOW shared_buffers').fetchone()['shared_buffers']}")
             print(header + "\n" + "-" * len(header), flush=True)
             measure_size(conn, store, size, queries, before_n)
             if show_plans:
-                explain(dsn, store, max(queries, key=lambda q: len(fulltext_query(q) or '')))
+                explain(dsn, store, max(queries, key=lambda q: len(fulltext_terms(q))))
             conn.autocommit = False
+
+
+def build_index(conn) -> float:
+    """(Re)build the HNSW index after loading, then VACUUM ANALYZE; returns the index build's seconds."""
+    t0 = time.perf_counter()
+    conn.execute("SET maintenance_work_mem = '8GB'")
+    conn.execute("SET max_parallel_maintenance_workers = 1")
+    conn.execute("CREATE INDEX knowledge_chunks_embedding_hnsw ON knowledge_chunks "
+                 "USING hnsw (embedding vector_cosine_ops)")
+    index_secs = time.perf_counter() - t0
+    conn.execute("VACUUM ANALYZE knowledge_chunks")
+    conn.execute("VACUUM ANALYZE knowledge_documents")
+    return index_secs
 
 
 def main() -> None:
@@ -489,6 +532,8 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--plans", action="store_true", help="print EXPLAIN ANALYZE of the SQL parts at each size")
+    ap.add_argument("--database", help="keep the latency corpus in this database (created when missing, never "
+                                       "dropped): a later run at the same sizes skips loading and indexing")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.queries = "10000", 50
@@ -497,7 +542,8 @@ def main() -> None:
         if not args.skip_quality:
             run_quality(base)
         if not args.skip_latency:
-            run_latency(base, sizes, args.queries, min(args.before_queries, args.queries), args.plans)
+            run_latency(base, sizes, args.queries, min(args.before_queries, args.queries), args.plans,
+                        args.database)
 
 
 if __name__ == "__main__":

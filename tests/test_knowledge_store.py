@@ -16,7 +16,8 @@ from psycopg.rows import dict_row
 
 from devtools.devstack import ROOT
 from shared.db import knowledge as repo
-from shared.knowledge.store import KnowledgeStore, fuse, fulltext_query
+from shared.knowledge.store import KnowledgeStore, fuse
+from shared.knowledge.terms import fulltext_terms
 from shared.memory.embedders import embedder_for
 
 from test_memory import STORE_MODES, CountingEmbedder, FailingEmbedder, make_tenant, tenant_in_mode
@@ -83,8 +84,16 @@ def test_fusion_adds_reciprocal_ranks():
     fused = fuse({"vector": [7, 3, 5], "fulltext": [3, 9]}, k=60)
     assert [i for i, _, _ in fused] == [3, 7, 9, 5]
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61) and fused[0][2] == ("vector", "fulltext")
-    assert fulltext_query("When are you open on Saturday?") == "'open':* | 'saturday':*"
-    assert fulltext_query("?!") is None
+
+
+def test_full_text_looks_for_whole_words_and_their_inflections():
+    groups = fulltext_terms("When are you open on Saturdays?")
+    assert groups[0][0] == "open" and {"opens", "opening", "opened"} <= set(groups[0])
+    assert groups[1][0] == "saturdays" and "saturday" in groups[1]
+    assert "massage" in fulltext_terms("Do you offer massages?")[1]
+    assert "massages" in fulltext_terms("a massage")[0]
+    assert fulltext_terms("who are you?") == [] and fulltext_terms("?!") == []  # stop words alone: nothing
+    assert fulltext_terms("room 14") == [("room", "rooms", "rooming", "roomed"), ("14",)]
 
 
 # ---------------------------------------------------------------- the store, in every mode
@@ -157,6 +166,21 @@ def test_a_question_finds_the_right_passage(conn, store, folder, kb_tenant):
     assert hours.heading_path == ["Weekdays and weekends"] and "Saturday" in hours.text
     assert {h.source for h in store.search(conn, "Saturday cleaning", document=hours.source).hits} == {hours.source}
     assert store.search(conn, "???").hits == []
+
+
+def test_a_word_in_most_chunks_leaves_the_any_word_pool_to_rarer_words(conn, kb_tenant, embedder):
+    """At scale a common word's posting list is slow to read and its first matches crowd the bounded pool: words in
+    more than `common_word_chunks` chunks (by the planner's statistics) only rank, and rarer words fill the pool."""
+    store = KnowledgeStore(kb_tenant[1], embedder, common_word_chunks=10)
+    for i in range(30):
+        store.ingest(conn, f"notes/{i}.md", f"# Salon note {i}\n\nThe salon team met on day {i}.".encode(), "n.md")
+    store.ingest(conn, "colour.md", b"# Colour\n\nBalayage takes about three hours.", "colour.md")
+    conn.execute("ANALYZE knowledge_chunks")
+    groups = fulltext_terms("salon balayage")
+    assert store.informative(conn, groups) == [groups[1]]
+    hits = store.search(conn, "salon balayage", limit=5).hits
+    assert "colour.md" in [h.source for h in hits]
+    assert KnowledgeStore(kb_tenant[1], embedder).informative(conn, groups) == groups  # 30 chunks: all informative
 
 
 def test_tags_filter_documents(conn, store, folder):

@@ -6,7 +6,6 @@ column exists only where the database has pgvector (`embedding_dim` says so).
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import psycopg
@@ -90,15 +89,17 @@ def document_chunks(conn: psycopg.Connection, document_id: int) -> list[dict]:
                            "ORDER BY c.ordinal", (document_id,)).fetchall()
 
 
-# Full text ranks (ts_rank) at most this many chunks matching every term, plus as many matching any term (and as
-# many from documents whose title matches), each in storage order. Reading and ranking a match costs ~10 us: a
-# common word matches 10% of 1M chunks, a query of stop words alone all of them.
+# Full text ranks (ts_rank) at most this many chunks matching every query word, plus as many matching any word
+# (and as many from documents whose title matches), each in storage order. Reading and ranking a match costs
+# ~10 us, and a common word matches 10% of a million chunks.
 FULLTEXT_POOL = 100
-# Query terms this short match as whole words only: as prefixes ('m':* from "I'm") they match most of a corpus.
-MIN_PREFIX_CHARS = 3
 HNSW_EF_SEARCH = 40  # pgvector's default: an HNSW scan returns at most this many rows
-_OR_OF_TERMS = re.compile(r"'[^']+'(:\*)?( \| '[^']+'(:\*)?)*")
-_SHORT_PREFIX = re.compile(r"'([^']{1,%d})':\*" % (MIN_PREFIX_CHARS - 1))
+
+
+def tsquery_of(groups: Sequence[Sequence[str]], op: str) -> str:
+    """A to_tsquery ('simple') text: each group's whole-word forms OR-ed, the groups joined by `op` ("&" or "|").
+    Forms are letters and digits only (shared.knowledge.terms), so nothing needs quoting."""
+    return f" {op} ".join("(" + " | ".join(f"'{form}'" for form in group) + ")" for group in groups)
 
 
 def _filters(tags: Sequence[str] | None, source: str | None) -> tuple[str, dict]:
@@ -148,24 +149,32 @@ def vector_ranked(conn: psycopg.Connection, query_vector: Sequence[float], limit
     return [(r["id"], float(r["similarity"])) for r in rows]
 
 
-def fulltext_ranked(conn: psycopg.Connection, tsquery: str, limit: int, tags: Sequence[str] | None = None,
-                    source: str | None = None) -> list[int]:
-    """Ids of the chunks matching `tsquery` (to_tsquery 'simple' syntax) in their heading path and text or in
-    their document's title, best first by ts_rank of the chunk plus ts_rank of its title. Ranks only the first
-    FULLTEXT_POOL chunks (in storage order) matching every term of an OR-of-terms query, plus the first
-    FULLTEXT_POOL matching any: a query matching more chunks than that may miss a better one (the vector ranking
-    usually finds it). Terms shorter than MIN_PREFIX_CHARS match whole words only."""
+def fulltext_ranked(conn: psycopg.Connection, groups: Sequence[Sequence[str]], limit: int,
+                    tags: Sequence[str] | None = None, source: str | None = None,
+                    pool_groups: Sequence[Sequence[str]] | None = None) -> list[int]:
+    """Ids of the chunks matching the query words `groups` (one tuple of whole-word forms per word: a chunk holds
+    the word when it holds any form) in their heading path and text or in their document's title, best first by
+    ts_rank of the chunk plus ts_rank of its title (any word counts). Ranks only a bounded pool, each part read in
+    storage order through the GIN index: the first FULLTEXT_POOL chunks holding every word (with two words or
+    more), and the first FULLTEXT_POOL holding any word of `pool_groups` (default all; the store leaves out words
+    so common that reading their posting lists costs more than they tell), plus the same from documents whose
+    title matches. A query matching more chunks than the pool may miss a better one: the vector ranking usually
+    finds it."""
     where, params = _filters(tags, source)
-    tsquery = _SHORT_PREFIX.sub(r"'\1'", tsquery)
-    every = tsquery.replace(" | ", " & ") if _OR_OF_TERMS.fullmatch(tsquery) and " | " in tsquery else None
-    params.update(q=tsquery, every=every or tsquery, limit=limit, pool=FULLTEXT_POOL)
-    pools = ["%(every)s", "%(q)s"] if every else ["%(q)s"]
+    pool_groups = list(groups if pool_groups is None else pool_groups)
+    pools = ([tsquery_of(groups, "&")] if len(groups) > 1 else []) + (
+        [tsquery_of(pool_groups, "|")] if pool_groups else [])
+    if not pools:  # one word, and a common one: it alone
+        pools = [tsquery_of(groups, "|")]
+    params.update({f"pool{i}": q for i, q in enumerate(pools)}, q=tsquery_of(groups, "|"), limit=limit,
+                  pool=FULLTEXT_POOL)
     matched = " UNION ".join(f"""
         (SELECT c.id FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
-         WHERE {where} AND c.tsv @@ to_tsquery('simple', {pool}) LIMIT %(pool)s)
+         WHERE {where} AND c.tsv @@ to_tsquery('simple', %(pool{i})s) LIMIT %(pool)s)
         UNION
         (SELECT c.id FROM knowledge_documents d JOIN knowledge_chunks c ON c.document_id = d.id
-         WHERE {where} AND d.title_tsv @@ to_tsquery('simple', {pool}) LIMIT %(pool)s)""" for pool in pools)
+         WHERE {where} AND d.title_tsv @@ to_tsquery('simple', %(pool{i})s) LIMIT %(pool)s)"""
+                             for i in range(len(pools)))
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"""
             WITH matched AS MATERIALIZED ({matched})
@@ -175,6 +184,21 @@ def fulltext_ranked(conn: psycopg.Connection, tsquery: str, limit: int, tags: Se
                 DESC, c.id LIMIT %(limit)s
         """, params).fetchall()
     return [r["id"] for r in rows]
+
+
+def word_statistics(conn: psycopg.Connection) -> tuple[float, dict[str, float]]:
+    """(estimated chunk count, {word: share of chunks holding it}) for the most common words of the chunks'
+    tsvectors, from the planner's statistics (ANALYZE; autovacuum keeps them fresh): no scan. Before the first
+    ANALYZE there are none: ({} and the count pg_class has)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("""
+            SELECT greatest(c.reltuples, 0) AS chunks, s.most_common_elems::text::text[] AS words,
+                   s.most_common_elem_freqs AS shares
+            FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema()
+                 AND s.tablename = 'knowledge_chunks' AND s.attname = 'tsv'
+            WHERE c.oid = 'knowledge_chunks'::regclass""").fetchone()
+    words, shares = row["words"] or [], row["shares"] or []
+    return float(row["chunks"]), dict(zip(words, shares))  # zip stops before the 3 summary numbers
 
 
 def chunks_with_documents(conn: psycopg.Connection, chunk_ids: Sequence[int]) -> dict[int, dict]:

@@ -5,10 +5,10 @@
   "retagged"). A changed one has all its new chunks embedded first, in batches, and only then its old chunks
   replaced, so an embedder failure raises before anything is written and the old version stays. A document that
   cannot be read is recorded as `failed` when new; a known one keeps its last good version.
-- `search` is hybrid: cosine similarity (pgvector) and full-text (ts_rank on `tsv`), each its top candidates,
-  merged by reciprocal rank fusion (score = sum of 1 / (60 + rank)). In sql mode (the tenant's
-  `vector_store: sql_fallback`, or no pgvector in the database) and when the embedder fails, full-text alone ranks,
-  and the outcome says why.
+- `search` is hybrid: cosine similarity (pgvector) and full-text (ts_rank on `tsv`, the question's words as whole
+  words with their inflections: shared.knowledge.terms), each its top candidates, merged by reciprocal rank fusion
+  (score = sum of 1 / (60 + rank)). In sql mode (the tenant's `vector_store: sql_fallback`, or no pgvector in the
+  database) and when the embedder fails, full-text alone ranks, and the outcome says why.
 - The embedding model: `knowledge_chunks.embedding` holds the vectors of one model, recorded in the tenant
   database (migration 0013; no record: the configured model, recorded by the first semantic ingest). Ingests and
   query embeddings use the recorded model, so while a reindex to the tenant's new model runs in the background
@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -34,6 +35,7 @@ from shared.db import knowledge_jobs as jobs_repo
 from shared.errors import ConfigError
 from shared.knowledge.chunking import Chunk, chunk
 from shared.knowledge.documents import KINDS_BY_EXTENSION, DocumentError, parse
+from shared.knowledge.terms import fulltext_terms
 from shared.llm.base import LLMError
 from shared.memory.embedders import Embedder, EmbeddingStore, embedder_for
 from shared.memory.store import EMBEDDER_FAILURES, embedder_problem, query_terms
@@ -51,6 +53,10 @@ MAX_QUERY_CHARS = 2000
 # chunk that answers it can have a low cosine (a few shared words among hundreds), and fusion ranks them anyway;
 # whether a hit is relevant enough for a prompt is the caller's cut, not the ranking's.
 MIN_SIMILARITY = 0.0
+# A word found in more chunks than this is left out of full text's any-word pool (it still ranks, and counts in the
+# every-word pool): its posting list costs milliseconds to read and its matches are mostly noise at that count.
+COMMON_WORD_CHUNKS = 1000
+WORD_STATISTICS_TTL = 300.0  # seconds a store keeps the planner's word statistics of its database
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -130,12 +136,6 @@ class Prepared:
     chunks: list[Chunk] = field(default_factory=list)
 
 
-def fulltext_query(query: str) -> str | None:
-    """A to_tsquery ('simple') matching any of the query's words as a prefix; None when it has no words."""
-    terms = query_terms(query)
-    return " | ".join(f"'{t}':*" for t in terms) if terms else None  # terms are letters/digits only
-
-
 def fuse(rankings: dict[str, list[int]], k: int = RRF_K) -> list[tuple[int, float, tuple[str, ...]]]:
     """Reciprocal rank fusion: (id, score, which rankings found it), best first (ties: smaller id first)."""
     scores: dict[int, float] = {}
@@ -191,10 +191,13 @@ class KnowledgeStore(EmbeddingStore):
     another (recorded) model, default `embedder_for` the tenant with that model."""
 
     def __init__(self, tenant: Tenant, embedder: Embedder | None = None,
-                 model_embedder: Callable[[str, int], Embedder] | None = None):
+                 model_embedder: Callable[[str, int], Embedder] | None = None,
+                 common_word_chunks: int = COMMON_WORD_CHUNKS):
         super().__init__(tenant, embedder)
+        self.common_word_chunks = common_word_chunks
         self._model_embedder = model_embedder or self._default_model_embedder
         self._by_model: dict[tuple[str, int], Embedder] = {}
+        self._word_statistics: tuple[float, float, dict[str, float]] | None = None  # (read at, chunks, shares)
 
     def _default_model_embedder(self, model: str, dim: int) -> Embedder:
         return embedder_for(dataclasses.replace(self.tenant, embedding_model=model, embedding_dim=dim))
@@ -375,8 +378,9 @@ class KnowledgeStore(EmbeddingStore):
         vector, note = self._vector_candidates(conn, query, k, tags, document)
         similarity = dict(vector or ())
         rankings = {"vector": [i for i, _ in vector]} if vector is not None else {}
-        tsquery = fulltext_query(query)
-        rankings["fulltext"] = repo.fulltext_ranked(conn, tsquery, k, tags, document) if tsquery else []
+        groups = fulltext_terms(query)
+        rankings["fulltext"] = repo.fulltext_ranked(conn, groups, k, tags, document,
+                                                    self.informative(conn, groups)) if groups else []
         fused = fuse(rankings)[:limit]
         rows = repo.chunks_with_documents(conn, [i for i, _, _ in fused])
         hits = [KnowledgeHit(chunk_id=i, document_id=rows[i]["document_id"], source=rows[i]["source"],
@@ -388,11 +392,21 @@ class KnowledgeStore(EmbeddingStore):
                 for i, score, found in fused if i in rows]
         return KnowledgeSearch(hits, "hybrid" if vector is not None else "fulltext", note)
 
+    def informative(self, conn: psycopg.Connection, groups: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        """The query words worth a place in full text's any-word pool: those in at most `common_word_chunks` chunks
+        by the planner's statistics (read once per WORD_STATISTICS_TTL; a word they do not list is rarer than
+        every word they do)."""
+        now = time.monotonic()
+        if self._word_statistics is None or now - self._word_statistics[0] > WORD_STATISTICS_TTL:
+            self._word_statistics = (now, *repo.word_statistics(conn))
+        _, chunks, shares = self._word_statistics
+        return [g for g in groups if chunks * sum(shares.get(form, 0.0) for form in g) <= self.common_word_chunks]
+
     def _vector_candidates(self, conn, query: str, k: int, tags, document
                            ) -> tuple[list[tuple[int, float]] | None, str | None]:
         """The vector ranking's (id, similarity), or (None, why not): None in sql mode, and on an embedder
         failure (logged)."""
-        if fulltext_query(query) is None:  # no words: nothing to look for
+        if not query_terms(query):  # no words: nothing to look for
             return None, None
         jobs_repo.lock_chunks_for_read(conn)  # before the recorded model is read: no reindex swap in between
         try:
