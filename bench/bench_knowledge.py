@@ -374,10 +374,11 @@ def before_vector(conn, vector, limit: int) -> list[int]:
 
 
 def fulltext_ids(conn, store: KnowledgeStore, query: str, k: int) -> list[int]:
-    """Full text's ranking as the store's search calls it (whole words with their forms, common words out of the
-    any-word pool); nothing for a question of stop words alone."""
+    """Full text's ranking as the store's hybrid search calls it (whole words with their forms, common words out
+    of the any-word pool); nothing for a question of stop words or common words alone."""
     groups = fulltext_terms(query)
-    return repo.fulltext_ranked(conn, groups, k, pool_groups=store.informative(conn, groups)) if groups else []
+    informative = store.informative(conn, groups) if groups else []
+    return repo.fulltext_ranked(conn, groups, k, pool_groups=informative) if informative else []
 
 
 def before_tsquery(query: str) -> str:
@@ -398,6 +399,15 @@ def latency_queries(synth: Synth, n: int) -> list[str]:
     questions = [q for q, _ in QUESTIONS]
     synthetic = [t + "?" for t in synth.texts(n, 2, 6)]
     return [questions[i // 2 % len(questions)] if i % 2 == 0 else synthetic[i] for i in range(n)]
+
+
+def warm_up(conn, store: KnowledgeStore, queries: list[str]) -> float:
+    """Search once for each of `queries` (others than the timed ones), so the indexes' pages are in memory as on
+    a server that searches all day; returns the seconds it took."""
+    t0 = time.perf_counter()
+    for q in queries:
+        store.search(conn, q, limit=5)
+    return time.perf_counter() - t0
 
 
 def measure_size(conn, store: KnowledgeStore, size: int, queries: list[str], before_n: int) -> None:
@@ -468,7 +478,7 @@ def latency_database(base: str, name: str | None) -> tuple[str, int]:
 
 
 def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show_plans: bool,
-                database: str | None = None) -> None:
+                database: str | None = None, warm_n: int = 0) -> None:
     dsn, loaded = latency_database(base, database)
     tenant = make_tenant(dsn, "wordllama-256")
     migrate_tenant(tenant)
@@ -496,6 +506,7 @@ def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show
                 secs = load_chunks(conn, synth, embedder, loaded // CHUNKS_PER_DOC,
                                    (size - loaded) // CHUNKS_PER_DOC)
                 loaded = size
+            conn.commit()
             conn.autocommit = True
             index_secs = 0.0 if built else build_index(conn)
             mb = conn.execute("SELECT pg_total_relation_size('knowledge_chunks') / 1e6 AS mb").fetchone()["mb"]
@@ -503,6 +514,9 @@ def run_latency(base: str, sizes: list[int], n_queries: int, before_n: int, show
                   f"loaded by COPY in {secs:.0f} s, HNSW built in {index_secs:.0f} s") +
                   f", table + indexes {mb:,.0f} MB, shared_buffers "
                   f"{conn.execute('SHOW shared_buffers').fetchone()['shared_buffers']}")
+            if warm_n:  # drawn after loading: the corpus is the same with or without a warm-up
+                warm = [t + "?" for t in synth.texts(warm_n, 2, 6)]
+                print(f"  warmed up by {warm_n} other searches in {warm_up(conn, store, warm):.0f} s")
             print(header + "\n" + "-" * len(header), flush=True)
             measure_size(conn, store, size, queries, before_n)
             if show_plans:
@@ -532,6 +546,7 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--plans", action="store_true", help="print EXPLAIN ANALYZE of the SQL parts at each size")
+    ap.add_argument("--warm-up", type=int, default=0, help="searches (not timed, other questions) before timing")
     ap.add_argument("--database", help="keep the latency corpus in this database (created when missing, never "
                                        "dropped): a later run at the same sizes skips loading and indexing")
     args = ap.parse_args()
@@ -543,7 +558,7 @@ def main() -> None:
             run_quality(base)
         if not args.skip_latency:
             run_latency(base, sizes, args.queries, min(args.before_queries, args.queries), args.plans,
-                        args.database)
+                        args.database, args.warm_up)
 
 
 if __name__ == "__main__":

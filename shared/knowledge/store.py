@@ -379,8 +379,11 @@ class KnowledgeStore(EmbeddingStore):
         similarity = dict(vector or ())
         rankings = {"vector": [i for i, _ in vector]} if vector is not None else {}
         groups = fulltext_terms(query)
-        rankings["fulltext"] = repo.fulltext_ranked(conn, groups, k, tags, document,
-                                                    self.informative(conn, groups)) if groups else []
+        informative = self.informative(conn, groups) if groups else []
+        # Words all common: their posting lists cost ~15 ms each at a million chunks and any 100 of their matches
+        # rank no better than chance; the vector ranking carries such a question (full text still runs alone).
+        rankings["fulltext"] = repo.fulltext_ranked(conn, groups, k, tags, document, informative) \
+            if groups and (informative or vector is None) else []
         fused = fuse(rankings)[:limit]
         rows = repo.chunks_with_documents(conn, [i for i, _, _ in fused])
         hits = [KnowledgeHit(chunk_id=i, document_id=rows[i]["document_id"], source=rows[i]["source"],

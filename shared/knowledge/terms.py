@@ -5,7 +5,7 @@ documents may be in any language), so the query does the matching's work: every 
 whole-word forms (English plural and verb endings added or trimmed: "massages" finds "massage", "open" finds
 "opening"). Whole words, not prefixes: a prefix term ('car':*) makes the GIN index merge the posting lists of
 every word starting with it, which at a million chunks costs more than the rest of a search together.
-A question of stop words alone ("who are you?") has nothing to look for: no terms.
+A question of stop words alone ("who are you?") has nothing to look for: no terms; nor has a lone letter ("I'm").
 """
 from __future__ import annotations
 
@@ -47,12 +47,13 @@ def word_forms(word: str) -> tuple[str, ...]:
     if len(word) < MIN_INFLECTED or not word.isalpha():
         return (word,)
     stems = _stems(word)
-    forms = [word] + stems[1:] + [f for s in stems for f in _inflections(s)]
+    inflected = stems[1:] or stems  # "happens": forms of "happen", not "happensing"
+    forms = [word] + stems[1:] + [f for s in inflected for f in _inflections(s)]
     return tuple(dict.fromkeys(forms))[:MAX_FORMS]
 
 
 def fulltext_terms(query: str) -> list[tuple[str, ...]]:
     """One group of forms per word of the query (stop words dropped; a question of stop words alone gives none),
     in the question's order, at most MAX_WORDS."""
-    words = [w for w in query_terms(query) if w not in STOP_WORDS]
+    words = [w for w in query_terms(query) if w not in STOP_WORDS and (len(w) > 1 or w.isdigit())]
     return [word_forms(w) for w in words[:MAX_WORDS]]
