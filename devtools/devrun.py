@@ -35,6 +35,27 @@ def _shared_env(env: dict, with_sandbox: bool) -> dict[str, str]:
     return shared
 
 
+LOGS = DATA / "logs"
+INBOUND_METRICS_PORT, OUTBOUND_METRICS_PORT = 9101, 9102
+
+
+def banner(app_url: str, sandbox_url: str | None, flower_url: str | None, log_dir) -> str:
+    """The few URLs of the running stack, printed once it is up."""
+    rows = [("webhook", f"{app_url}/webhooks/infobip  (delivery reports: /webhooks/infobip/status)"),
+            ("console", f"{app_url}/console  (`wabot operators add --tenant demo --name you --password`)"),
+            ("chat", ".venv/bin/wabot chat"),
+            ("sandbox", sandbox_url or "off (INFOBIP_BASE_URL is set)"),
+            ("flower", flower_url or "off"),
+            ("metrics", f"{app_url}/metrics, workers http://127.0.0.1:{INBOUND_METRICS_PORT}/metrics (inbound) "
+                        f"and :{OUTBOUND_METRICS_PORT} (outbound)"),
+            ("ready", f"{app_url}/ready"),
+            ("logs", f"{log_dir}/<process>.log (full JSON)" if log_dir else "all output below (WABOT_DEV_VERBOSE)")]
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "wabot dev is up. One line per message handled below; warnings and errors too. Ctrl-C stops it."]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines + [""])
+
+
 def run_dev(with_flower: bool = True) -> int:
     load_dotenv_file(str(ROOT / ".env"))
     env = dict(os.environ)
@@ -42,11 +63,13 @@ def run_dev(with_flower: bool = True) -> int:
         if not env.get(key):  # unset, or empty as `KEY=` in a .env copied from .env.example
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
+    # no deprecation chatter of dependencies (pkg_resources/setuptools) in the terminal; the logs keep the rest
+    env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore:pkg_resources is deprecated:UserWarning")
     if with_flower and not env.get("CELERY_TASK_EVENTS"):
         env["CELERY_TASK_EVENTS"] = "1"  # Flower shows tasks live only with task events (off by default)
     stoppers = []
     sandbox = None
-    sup = Supervisor(env)
+    sup = Supervisor(env, log_dir=None if env.get("WABOT_DEV_VERBOSE") else LOGS)
 
     def shutdown(*_args) -> None:
         raise KeyboardInterrupt
@@ -94,10 +117,10 @@ def run_dev(with_flower: bool = True) -> int:
 
         py = sys.executable
         sup.spawn("web", [bin_path("gunicorn"), "-c", "ingress/gunicorn.conf.py", "ingress.wsgi:app"])
-        sup.spawn("inbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q", "inbound", "-P", "threads",
+        sup.spawn("inbound", ["env", f"WORKER_METRICS_PORT={INBOUND_METRICS_PORT}", py, "-m", "celery", "-A", "workers", "worker", "-Q", "inbound", "-P", "threads",
                               "-c", env.get("INBOUND_CONCURRENCY", "20"), "-n", "inbound@%h", "--without-mingle",
                               "--without-gossip"])
-        sup.spawn("outbound", [py, "-m", "celery", "-A", "workers", "worker", "-Q",
+        sup.spawn("outbound", ["env", f"WORKER_METRICS_PORT={OUTBOUND_METRICS_PORT}", py, "-m", "celery", "-A", "workers", "worker", "-Q",
                                "outbound,events,scheduled,knowledge", "-P", "threads",
                                "-c", env.get("OUTBOUND_CONCURRENCY", "8"), "-n", "outbound@%h",
                                "--without-mingle", "--without-gossip"])
@@ -111,8 +134,9 @@ def run_dev(with_flower: bool = True) -> int:
                      "tenants": [{"tenant_id": t.tenant_id, "waba_number": t.waba_number} for t in tenants],
                      "webhook_token": settings.webhook_verify_token, "pid": os.getpid(),
                      "env": _shared_env(env, sandbox is not None)})
-        print(f"dev: webhook at {app_url}/webhooks/infobip; talk to the bot with `.venv/bin/wabot chat`; "
-              "Ctrl-C stops everything", flush=True)
+        print(banner(app_url, env["INFOBIP_BASE_URL"] if sandbox else None,
+                     f"http://127.0.0.1:{env.get('FLOWER_PORT', '5555')}" if with_flower else None,
+                     sup.log_dir), flush=True)
         while True:  # a crashed child is restarted with backoff; only one that keeps crashing stops the stack
             failure = sup.poll()
             if failure:

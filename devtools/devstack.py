@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -87,6 +89,8 @@ def _max_connections_raised(server) -> bool:
 
 def start_postgres(data_dir: Path) -> Embedded:
     """PostgreSQL 16 + pgvector from the `pgserver` wheel, listening on a unix socket in `data_dir`."""
+    # platformdirs (under pgserver) warns when XDG_RUNTIME_DIR is unset, as in containers and CI: noise, not news.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)  # create first: concurrent get_server() on a new dir races
@@ -140,6 +144,36 @@ def start_redis(data_dir: Path) -> Embedded:
     return Embedded(url, stop, pid)
 
 
+_ALARMING = re.compile(r"Traceback|Error|CRITICAL|exited|Exception")
+
+
+def _clip(value, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def compact_line(name: str, line: str) -> str | None:
+    """What the `make dev` terminal shows of one output line of a child (None: only the log file gets it): one line
+    per message handled, warnings and errors in short, tracebacks; never access lines, banners or INFO chatter."""
+    line = line.rstrip("\n")
+    try:
+        rec = json.loads(line) if line.startswith("{") else None
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict):
+        return f"{name:>9} | {line}" if _ALARMING.search(line) else None
+    clock = str(rec.get("time", ""))[11:19]
+    if rec.get("message") == "message processed successfully":
+        tokens = (rec.get("token_usage") or {}).get("total", 0)
+        tools = ",".join(rec.get("tools_used") or []) or "-"
+        return (f"{clock} {rec.get('tenant_id', '?')} {rec.get('user_id', '?')} answered in {rec.get('duration')} "
+                f"intent={rec.get('intent', '-')} agent={rec.get('agent', '-')} tools={tools} tokens={tokens}")
+    if rec.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+        detail = rec.get("error") or rec.get("error_type") or rec.get("reason") or ""
+        return f"{clock} {name} {rec['level']}: {_clip(rec.get('message', ''), 80)} {_clip(detail)}".rstrip()
+    return None
+
+
 @dataclass
 class Child:
     """One supervised process and its restart bookkeeping."""
@@ -167,6 +201,8 @@ class Supervisor:
     max_quick_crashes: int = 6
     clock: Callable[[], float] = time.monotonic
     children: list[Child] = field(default_factory=list)
+    # `make dev`: every line of a child goes to <log_dir>/<name>.log, the terminal gets `compact_line`'s summary
+    log_dir: Path | None = None
 
     @property
     def procs(self) -> list[tuple[str, subprocess.Popen]]:
@@ -183,11 +219,21 @@ class Supervisor:
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
         return proc
 
-    @staticmethod
-    def _pump(name: str, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            sys.stdout.write(f"{name:>9} | {line}")
-            sys.stdout.flush()
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        if self.log_dir is None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                sys.stdout.write(f"{name:>9} | {line}")
+                sys.stdout.flush()
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "a", encoding="utf-8") as full:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                full.write(line)
+                full.flush()
+                short = compact_line(name, line)
+                if short:
+                    sys.stdout.write(short + "\n")
+                    sys.stdout.flush()
 
     def poll(self) -> str | None:
         """Restart what exited (after its backoff). Returns why the stack should stop, or None while it runs."""

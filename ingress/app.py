@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from flask import Flask
 
-from ingress import admin_api, console, errors, health, request_context, webhooks
+from ingress import admin_api, console, errors, health, metrics, request_context, webhooks
 from ingress.state import IngressState
 from ingress.state import init_app as init_state
 from shared.log import configure_logging
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, tenants: TenantRegistry | None 
     init_state(app, IngressState(settings=settings, tenants=tenants, celery=celery or make_celery(settings),
                                  redis=redis_client(settings.redis_url)))
     request_context.init_app(app)
+    metrics.init_app(app)  # per-request counters, and GET /metrics
     errors.init_app(app)
     webhooks.init_app(app)
     health.init_app(app)

@@ -20,8 +20,17 @@ before the events and publishing changes of issue 11.)
 
 gevent monkey-patches the worker process before the app is imported (gunicorn's GeventWorker.init_process), so
 redis-py/kombu sockets and psycopg's waits (used only by the health check) yield to other greenlets.
+
+Metrics: every worker writes its counters to one directory made fresh at each start (PROMETHEUS_MULTIPROC_DIR,
+given to the workers through `raw_env` before they import prometheus_client; removed at exit), and a scrape of
+`/metrics` on any worker sums all of them (ingress/metrics.py). Counters of a restarted worker stay in the sum.
+
+Access log: one JSON line per request on stderr (method, path without the query, status, bytes, duration, and
+the request id the app sets as X-Request-Id), so `grep req_...` finds the request's access line too.
 """
+import shutil
 import sys
+import tempfile
 
 from shared.config.settings import current_settings
 from shared.errors import ConfigError
@@ -39,7 +48,19 @@ worker_connections = web.worker_connections
 keepalive = web.keepalive  # at least 1 s (settings): 0 would also turn off gevent's deadline for reading headers
 timeout = 30  # a worker silent this long is restarted (with gevent: its event loop was blocked that long)
 graceful_timeout = 20
-accesslog = None  # the app logs every webhook itself, as JSON
+accesslog = "-"
+errorlog = "-"
+access_log_format = ('{"time": "%(t)s", "level": "INFO", "name": "gunicorn.access", "message": "%(m)s %(U)s %(s)s", '
+                     '"method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, '
+                     '"request_id": "%({x-request-id}o)s"}')
+metrics_dir = tempfile.mkdtemp(prefix="wabot-web-metrics-")
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}"]  # set by the master before it forks any worker
+
+
+def on_exit(server) -> None:
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 # gunicorn >= 25 opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl): two instances on
 # a host would take each other's, and nothing here uses it. (Older gunicorn ignores the unknown setting.)
 control_socket_disable = True

@@ -1,4 +1,11 @@
-"""Liveness (`/health`) and readiness of the webhook path (`/webhooks/infobip/health`: Redis and tenant DBs).
+"""Liveness (`/health`), readiness of the webhook path (`/webhooks/infobip/health`: Redis and tenant DBs) and of
+the whole bot (`/ready`: that too, plus a live worker for every queue of READY_QUEUES, with the queues' depth and
+oldest age).
+
+`/webhooks/infobip/health` is what a load balancer in front of the webhook should use: the webhook takes work
+while workers are down (it waits in Redis). `/ready` says whether that work is being done: 503 once a queue has
+had no worker heartbeat for 15 s (shared/queueing/monitor.py; a worker stopping cleanly removes its heartbeat
+at once), 200 again at the first heartbeat of a new one.
 
 The readiness endpoint needs no credentials, so anyone can call it as often as they like: the verdict is
 computed at most once per `CACHE_SECONDS` per gunicorn worker process (one refresh at a time; while it runs,
@@ -17,9 +24,12 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ingress.auth import presented_token, token_matches
 from ingress.state import state
+from shared.queueing import monitor
+from shared.queueing.tasks import QUEUES
 
 bp = Blueprint("health", __name__)
 CACHE_SECONDS = 5.0
+READY_CACHE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,43 @@ def webhook_health():
     return jsonify(body), 200 if verdict.ok else 503
 
 
+@dataclass(frozen=True)
+class Readiness:
+    workers: dict[str, int]                # queue -> live workers (every queue)
+    queues: dict[str, monitor.QueueState]  # queue -> depth and oldest age
+    redis_error: bool
+    checked_at: float
+
+
+def _check_workers() -> Readiness:
+    redis, now = state().redis, time.time()
+    try:
+        return Readiness(monitor.alive(redis, QUEUES, now), monitor.snapshot(redis, QUEUES, now), False,
+                         time.monotonic())
+    except Exception:
+        return Readiness({q: 0 for q in QUEUES}, {}, True, time.monotonic())
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness of the bot: Redis, the tenant databases (as `/webhooks/infobip/health`) and a live worker for
+    every queue of READY_QUEUES. Body: per queue its live workers, depth and oldest task's age in seconds."""
+    verdict = current_app.extensions["wabot.health"].get(_check)
+    workers = current_app.extensions["wabot.ready"].get(_check_workers)
+    missing = [q for q in state().settings.ready_queues if not workers.workers.get(q)]
+    ok = verdict.ok and not workers.redis_error and not missing
+    body = {"status": "ok" if ok else "degraded", "redis": verdict.redis_ok and not workers.redis_error,
+            "tenant_databases_unreachable": sum(1 for v in verdict.databases.values() if not v),
+            "queues_without_workers": missing,
+            "queues": {q: {"workers": workers.workers.get(q, 0),
+                           "depth": workers.queues[q].depth if q in workers.queues else None,
+                           "oldest_age_seconds": round(workers.queues[q].oldest_age, 1) if q in workers.queues
+                           else None} for q in QUEUES},
+            "checked_seconds_ago": round(time.monotonic() - min(verdict.checked_at, workers.checked_at), 1)}
+    return jsonify(body), 200 if ok else 503
+
+
 def init_app(app: Flask) -> None:
     app.extensions["wabot.health"] = VerdictCache()  # per app (and so per worker process), not per module
+    app.extensions["wabot.ready"] = VerdictCache(READY_CACHE_SECONDS)
     app.register_blueprint(bp)

@@ -21,6 +21,7 @@ from ingress.errors import error_response
 from ingress.payload import PayloadError, parse_body, refusal
 from ingress.schemas import MAX_RESULTS, EnvelopeSchema, result_kind
 from ingress.state import state
+from shared import metrics
 from shared.queueing import accepted, dedupe
 from shared.delivery.outbox import tenant_of_message_id
 from shared.queueing.tasks import TASK_APPLY_REPORT, TASK_HANDLE_INBOUND, task_message
@@ -58,6 +59,7 @@ class _Refused(Exception):
 
 
 def _queue_unavailable(exc: Exception):
+    metrics.enqueue_failed("webhook")
     log.error("queue unavailable, webhook not acknowledged", extra={"error": exc.__class__.__name__})
     return error_response(503, "queue_unavailable", "the work queue is unreachable; retry later")
 
@@ -80,7 +82,8 @@ def _take(batch: _Batch, result: dict, kind: str, tenant: Tenant) -> None:
     if kind != "inbound":
         batch.jobs.append((TASK_APPLY_REPORT, {**payload, "kind": kind, "report": result}, None))
         return
-    batch.jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result},
+    # received_at: when the turn latency starts (shared/metrics.py remember_receipt, first_send)
+    batch.jobs.append((TASK_HANDLE_INBOUND, {**payload, "result": result, "received_at": g.received_at},
                        dedupe.key(tenant.tenant_id, result["messageId"])))
 
 
@@ -139,6 +142,7 @@ def _publish(batch: _Batch, redis) -> None:
 
 
 def _receive(allowed_kinds: tuple[str, ...]):
+    g.received_at = round(time.time(), 3)
     token = presented_token(request)
     if not _any_valid(token):
         log.warning("webhook refused: bad credentials", extra={"remote": request.remote_addr})
@@ -160,6 +164,8 @@ def _receive(allowed_kinds: tuple[str, ...]):
         _publish(batch, redis)
     except _Refused as refusal_:
         return refusal_.response
+    metrics.webhook_results("inbound" if "inbound" in allowed_kinds else "reports", batch.taken,
+                            batch.duplicates, batch.ignored)
     return jsonify({"accepted": batch.taken, "ignored": batch.ignored, "duplicates": batch.duplicates,
                     "request_id": g.request_id}), 200
 

@@ -27,6 +27,11 @@ def bind(**fields: object) -> None:
     _context.set(current)
 
 
+def current() -> dict:
+    """The fields bound to the running request or task (read-only: metrics take the tenant from it)."""
+    return _context.get()
+
+
 def clear() -> None:
     _context.set({})
 

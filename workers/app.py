@@ -14,6 +14,7 @@ from shared.db.migrate import load_migrations, migrate_tenant
 from shared.log import configure_logging
 from shared.queueing.tasks import make_celery
 from workers import broker
+from workers import metrics as _metrics  # noqa: F401 - its signals: the exporter and heartbeats
 from workers.runtime import get_runtime
 
 broker.install()  # before any broker connection: a Redis restart must not kill the worker (see workers/broker.py)

@@ -12,8 +12,10 @@ import uuid
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Retry
 
 from shared import log as logctx
+from shared import metrics
 from shared.db.unit_of_work import Publication, UnitOfWork
 from shared.queueing import accepted
 from shared.queueing.publisher import RetryingPublisher
@@ -93,6 +95,7 @@ class WabotTask(Task):
         uow = UnitOfWork(get_runtime().pools, functools.partial(publish, self.app),
                          request_id=payload.get("request_id"), message_id=payload.get("message_id"))
         token = _current_uow.set(uow)
+        outcome = "error"
         try:
             try:
                 result = super().__call__(*args, **kwargs)
@@ -102,9 +105,14 @@ class WabotTask(Task):
                 uow.flush()
             if self.confirms_accepted and self.request.id:  # after the flush: the tracked tasks it made are recorded
                 accepted.forget_quietly(worker_redis(), [self.request.id])
+            outcome = "ok"
             return result
+        except Retry:
+            outcome = "retry"
+            raise
         finally:
             _current_uow.reset(token)
+            metrics.task_done(self.name, outcome, time.monotonic() - started)
             log.debug("task finished", extra={"duration_ms": int((time.monotonic() - started) * 1000)})
             logctx.clear()
 

@@ -10,12 +10,13 @@ import time
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from shared import metrics
 from shared.conversation.turn import give_up, run_user_turn, store_inbound, store_unstorable
 from shared.llm.base import LLMError
 from shared.log import bind
 from shared.queueing.tasks import QUEUE_INBOUND, TASK_HANDLE_INBOUND, TASK_RUN_TURN
 from workers.app import app
-from workers.base import WabotTask, backoff
+from workers.base import WabotTask, backoff, worker_redis
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def handle_message(self, payload: dict) -> dict:
             log.exception("inbound message can be neither stored nor answered: dropped")
             return {"status": "dropped", "duplicate": False}
         return {"status": "failed", "duplicate": False}
+    if not stored.duplicate:  # the turn's latency runs from the webhook's receipt to its reply's first send
+        metrics.remember_receipt(worker_redis(), tenant.tenant_id, payload.get("request_id"),
+                                 payload.get("received_at"))
     return {"status": stored.status, "duplicate": stored.duplicate}
 
 
@@ -88,10 +92,12 @@ def run_turn(self, payload: dict) -> dict:
         log.warning("turn failed", extra={"error_type": exc.__class__.__name__, "retry": wait is not None,
                                           "failures": failures})
         if wait is not None and failures < TURN_RETRIES:
+            metrics.turn("retried", tenant.tenant_id)
             raise self.retry(countdown=wait, exc=exc, kwargs={"payload": {
                 **payload, "failures": failures + 1, "failing_since": since}})
         log.exception("turn failed for good")
         give_up(tenant, rt.turn_deps, self.uow, user_id, payload.get("request_id"))
+        metrics.turn("failed", tenant.tenant_id)
         raise
     if outcome.retry_in_ms is not None:
         # Busy (the user's previous turn holds the lock) or inside the debounce window: look again shortly. A
@@ -101,4 +107,6 @@ def run_turn(self, payload: dict) -> dict:
             raise self.retry(countdown=outcome.retry_in_ms / 1000,
                              kwargs={"payload": {**payload, "waits": waits + 1}})
         log.warning("turn still busy after many checks; the recovery sweep will pick it up")
+    else:
+        metrics.turn("answered" if outcome.answered else "no_reply", tenant.tenant_id)
     return {"answered": outcome.answered, "reason": outcome.reason}

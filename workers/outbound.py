@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import psycopg
 
+from shared import metrics
+
 from shared.delivery.infobip.retry import retry_base_seconds
 from shared.delivery.outbox import send_outbound
 from shared.delivery.reports import settle_after_send
 from shared.handoff.webhook import deliver as deliver_webhook
 from shared.queueing.tasks import QUEUE_OUTBOUND, TASK_NOTIFY_HANDOFF, TASK_SEND
 from workers.app import app
-from workers.base import WabotTask, backoff
+from workers.base import WabotTask, backoff, worker_redis
 from workers.runtime import get_runtime
 
 RETRY_BASE_SECONDS = retry_base_seconds()  # INFOBIP_RETRY_BASE_SECONDS, validated when the worker starts
@@ -36,6 +38,9 @@ def send(self, payload: dict) -> str:
     tenant = rt.tenants.require(payload["tenant_id"])
     outcome = send_outbound(tenant, self.uow, rt.infobip(tenant), int(payload["outbound_id"]),
                             retry_base=RETRY_BASE_SECONDS)
+    metrics.send(outcome.status, tenant.tenant_id)
+    if outcome.status == "sent" and outcome.part == 1:  # the first part of a reply: the turn's latency ends here
+        metrics.first_send(worker_redis(), tenant.tenant_id, outcome.request_id)
     if outcome.message_id and outcome.status in ("sent", "failed", "skipped"):
         settle_after_send(tenant, self.uow, outcome.message_id)
     if outcome.status == "retry" or (outcome.status == "waiting" and outcome.delay):

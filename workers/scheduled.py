@@ -5,8 +5,10 @@ import logging
 import time
 from datetime import timedelta
 
+from shared import metrics
 from shared.queueing import accepted
 from shared.db import pending_reports
+from shared.db.usage import start_of_local_day, tokens_since
 from shared.db.messages import abandoned_users, stalled_users
 from shared.clock import utcnow
 from shared.delivery.outbox import requeue_stalled
@@ -41,6 +43,9 @@ def dispatch_reminders(self, payload: dict | None = None) -> int:
                     break
             with self.uow.transaction(tenant) as tx:
                 pending_reports.purge(tx.conn, utcnow() - KEEP_PENDING_REPORTS)
+                # the day's tokens against the budget, for the "budget nearly spent" alert (every beat, ~30 s)
+                metrics.budget(tenant.tenant_id, tokens_since(tx.conn, start_of_local_day(tenant, utcnow())),
+                               tenant.config.daily_token_budget)
         except Exception:
             log.exception("scheduled dispatch failed", extra={"tenant_id": tenant.tenant_id})
             continue

@@ -25,6 +25,7 @@ from shared.phone import normalize_number
 LLM_PROVIDERS = ("openai", "deepseek", "ollama", "vllm", "llamacpp", "mock")
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 DEFAULT_INFOBIP_RETRY_BASE = 2.0  # seconds: the first wait of an Infobip send's backoff (infobip/retry.py)
+READY_QUEUES_DEFAULT = ("inbound", "outbound", "events", "scheduled", "knowledge")  # shared/queueing/tasks.py QUEUES
 T = TypeVar("T")
 
 
@@ -118,6 +119,10 @@ class Settings:
     infobip_retry_base_seconds: float = DEFAULT_INFOBIP_RETRY_BASE
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
     embedding_api_key: str = field(default="", repr=False)
+    metrics_token: str = field(default="", repr=False)  # METRICS_TOKEN: Bearer token of GET /metrics (else private nets)
+    worker_metrics_port: int = 0        # WORKER_METRICS_PORT: a Celery worker's exporter port (0: none)
+    worker_metrics_host: str = "127.0.0.1"
+    ready_queues: tuple[str, ...] = READY_QUEUES_DEFAULT  # queues /ready needs a live worker for
 
     @property
     def web(self) -> WebSettings:
@@ -245,6 +250,18 @@ def _numbers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(numbers))
 
 
+def _queues(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of queue names (READY_QUEUES); empty: readiness waits for no worker."""
+    raw = _env(env, name)
+    if raw is None:
+        return READY_QUEUES_DEFAULT
+    queues = tuple(dict.fromkeys(q.strip() for q in raw.split(",") if q.strip()))
+    unknown = [q for q in queues if q not in READY_QUEUES_DEFAULT]
+    if unknown:
+        raise ConfigError(f"{name}: unknown queue {unknown[0]!r} (known: {', '.join(READY_QUEUES_DEFAULT)})")
+    return queues
+
+
 def _provider(env: Mapping[str, str], name: str) -> str:
     provider = (_env(env, name, "mock") or "mock").lower()
     if provider not in LLM_PROVIDERS:
@@ -344,6 +361,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         infobip_retry_base_seconds=c.read(infobip_retry_base, fallback=DEFAULT_INFOBIP_RETRY_BASE),
         migrations_dir=Path(_env(env, "WABOT_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
         embedding_api_key=embedding_api_key(env),
+        metrics_token=_env(env, "METRICS_TOKEN", "") or "",
+        worker_metrics_port=c.read(_int, "WORKER_METRICS_PORT", 0, 0, 65535, fallback=0),
+        worker_metrics_host=_env(env, "WORKER_METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+        ready_queues=c.read(_queues, "READY_QUEUES", fallback=READY_QUEUES_DEFAULT),
     )
     c.raise_if_any()
     return settings

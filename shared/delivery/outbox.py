@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import psycopg
+from shared import metrics
 from shared.clock import utcnow
 from shared.db import outbound, users
 from shared.db.unit_of_work import Transaction, UnitOfWork
@@ -177,6 +178,7 @@ def _not_sent(conn: psycopg.Connection, tenant: Tenant, phone: str, text: str, r
     oid = outbound.create(conn, message_id=new_message_id(tenant.tenant_id), body=text, status="not_sent",
                           reason=reason, content={"to": phone, "content": {"text": text}}, **common)
     log.warning("message not sent", extra={"outbound_id": oid, "reason": reason[:60]})
+    metrics.not_sent("opted_out" if reason == OPTED_OUT_REASON else "no_template", tenant.tenant_id)
     return Queued("not_sent", [oid], [])
 
 
@@ -199,6 +201,8 @@ class SendOutcome:
     delay: float | None = None   # seconds until the retry (status retry) or the re-check (status waiting)
     error: dict | None = None
     message_id: str | None = None  # the row's Infobip messageId, to settle reports that overtook the send
+    request_id: str | None = None  # status sent: the row's request id and part (metrics: the turn's latency)
+    part: int | None = None
 
 
 def describe_error(error: InfobipError) -> str:
@@ -309,7 +313,8 @@ def _send_locked(tx: Transaction, client: InfobipClient, outbound_id: int, max_a
             log.info("sent to infobip", extra={"outbound_id": outbound_id, "infobip_message_id": row["message_id"],
                                                "http_status": result.http_status, "part": row["part"],
                                                "attempt": attempt})
-            return SendOutcome("sent", message_id=row["message_id"])
+            return SendOutcome("sent", message_id=row["message_id"], request_id=row.get("request_id"),
+                               part=row.get("part"))
         return _record_failure(tx, row, attempt, result.error, result.retry_after, max_attempts, retry_base,
                                clock())
 
@@ -348,6 +353,9 @@ def _record_failure(tx: Transaction, row: dict, attempt: int, error: InfobipErro
                                    next_attempt_at=None if delay is None else now + timedelta(seconds=delay))
     log.warning("infobip send failed", extra={"outbound_id": row["id"], "infobip_error": error.as_dict(),
                                               "attempt": attempt, "final": final, "retry_in": delay})
+    metrics.infobip_error(error.http_status, error.code, tx.tenant.tenant_id)
+    if not final:
+        metrics.send_retry(tx.tenant.tenant_id)
     if status != "queued" and status != "failed":  # a report says an earlier post was accepted after all
         return SendOutcome("skipped", message_id=row["message_id"])
     if final:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from shared import metrics
 from shared.db import reminders
 from shared.db.unit_of_work import Transaction
 from shared.delivery.outbox import queue_message
@@ -29,6 +30,7 @@ def claim_due_reminders(tx: Transaction, now: datetime, limit: int = 100) -> int
     none left)."""
     conn = tx.conn
     rows = reminders.claim_due(conn, now, limit)
+    metrics.reminders(tx.tenant.tenant_id, len(rows), sum(1 for r in rows if now - r["due_at"] > LATE_AFTER))
     for r in rows:
         late = now - r["due_at"] > LATE_AFTER
         queued = queue_message(conn, tx.tenant, user_id=r["user_id"], phone=r["phone"],

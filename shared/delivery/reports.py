@@ -22,6 +22,8 @@ from shared.delivery.infobip.errors import is_session_error
 from shared.delivery.infobip.templates import reengage_template
 from shared.delivery.infobip.times import parse_infobip_time
 from shared.delivery.outbox import new_message_id, template_content
+from shared import metrics
+from shared.clock import utcnow
 from shared.config.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
         row = outbound.record_seen(conn, message_id, parse_infobip_time(report.get("seenAt")))
     else:
         row = apply_delivery_report(conn, message_id, report)
+    if row is not None:
+        _count(tx.tenant.tenant_id, kind, report, row)
     if row is None:
         pending_reports.store(conn, message_id, kind, report)
         log.info("report kept until its message is known", extra={"infobip_message_id": message_id, "kind": kind})
@@ -76,6 +80,13 @@ def apply_report(tx: Transaction, kind: str, report: dict) -> bool:
     if kind == "delivery" and row.get("applied") and is_session_error(report.get("error")):
         fall_back_to_template(tx, row)
     return True
+
+
+def _count(tenant_id: str, kind: str, report: dict, row: dict) -> None:
+    """Metrics of an applied report: its status, and how long after Infobip's time it reached us."""
+    at = parse_infobip_time(report.get("seenAt" if kind == "seen" else "doneAt"))
+    lag = (utcnow() - at).total_seconds() if at is not None else None
+    metrics.report(kind, "seen" if kind == "seen" else str(row.get("status") or "unknown"), lag, tenant_id)
 
 
 def settle_pending_reports(tx: Transaction, message_id: str) -> None:

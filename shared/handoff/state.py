@@ -20,6 +20,7 @@ from shared.db.unit_of_work import Transaction
 from shared.db.users import BOT, HUMAN, OPTED_OUT
 from shared.delivery.outbox import queue_message
 from shared.queueing.tasks import TASK_NOTIFY_HANDOFF
+from shared import metrics
 
 __all__ = ["BOT", "HUMAN", "OPTED_OUT", "conversation_state", "take_over", "hand_back", "opt_out", "opt_in"]
 
@@ -65,6 +66,7 @@ def _switch(tx: Transaction, user_id: int, source: str | None, target: str, kind
         return False
     users.set_state(conn, user_id, target)
     event_id = conversation_events.record(conn, user_id, kind=kind, actor=by, reason=reason)
+    metrics.conversation_event(kind, tx.tenant.tenant_id)  # counted when written (a rolled-back switch too)
     _tell(tx, user, notice, even_opted_out=kind == "opt_out")
     if kind in ("handoff", "handback") and tx.tenant.handoff.webhook_url:
         tx.publish_after_commit(TASK_NOTIFY_HANDOFF, {"tenant_id": tx.tenant.tenant_id, "event_id": event_id,

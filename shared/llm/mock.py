@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared import metrics
 from shared.llm.base import ChatResult, ToolCall, Usage
 from shared.llm.timephrases import human_when, parse_when, strip_when
 
@@ -102,6 +103,7 @@ class MockProvider:
         self._calls = 0
 
     # ---- chat
+    @metrics.metered_chat
     def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
              temperature: float | None = None, tool_choice: Any = None) -> ChatResult:
         self._calls += 1

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import openai
 
+from shared import metrics
 from shared.llm.base import ChatResult, LLMError, ToolCall, Usage
 from shared.llm.breaker import Breaker
 from shared.llm.keys import KeyRing
@@ -174,6 +175,7 @@ class OpenAICompatProvider:
         return ChatResult(content=content or None, tool_calls=calls, usage=usage, model=resp.model or self.model,
                           finish_reason=choice.finish_reason, provider=self.name, entry=self.entry)
 
+    @metrics.metered_chat  # calls, latency and tokens by tenant, provider and model
     def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
              temperature: float | None = None, tool_choice: Any = None) -> ChatResult:
         result = self._complete(self._chat_kwargs(messages, tools, temperature, tool_choice))

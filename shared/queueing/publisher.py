@@ -18,6 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RetryingPublisher:
                 self._send(task, payload, countdown)
                 return True
             except Exception as exc:
+                metrics.enqueue_failed("publisher")
                 log.warning("publish failed; retrying in the background",
                             extra={"task_name": task, "error": exc.__class__.__name__})
         self._keep(_Pending(task, payload, countdown, self._clock()))
