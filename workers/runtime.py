@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -23,6 +24,9 @@ from shared.config.settings import Settings, current_settings
 from shared.config.tenants import Tenant, TenantRegistry, load_tenants
 from shared.tools.registry import build_registry
 from shared.conversation.turn import TurnDeps
+
+
+MCP_START_WAIT_SECONDS = 10.0  # start-up waits this long, in all, for the MCP servers' first answers
 
 
 @dataclass
@@ -66,13 +70,22 @@ class Runtime:
     def check(self) -> None:
         """Build every tenant's tools, agents and memory once at start-up so configuration errors surface now;
         then probe each embedder (pgvector tenants): a failing probe is logged as an error naming the tenant and
-        the problem, and start-up goes on (memory uses full-text search until the embedder answers)."""
+        the problem, and start-up goes on (memory uses full-text search until the embedder answers).
+        Each tenant's MCP servers are connected (stdio servers started, once per process) and given up to
+        MCP_START_WAIT_SECONDS in all to list their tools; one that is down is retried in the background, its
+        tools not offered meanwhile (a warning names it): it never stops the worker."""
 
+        registries = []
         for tenant in self.tenants:
             validate_agents(tenant)
-            build_registry(tenant)
+            registries.append(build_registry(tenant))
             tenant_limits(tenant)
             self.memory(tenant)
+        for registry in registries:
+            registry.start()
+        deadline = time.monotonic() + MCP_START_WAIT_SECONDS
+        for registry in registries:
+            registry.start(wait_seconds=max(0.01, deadline - time.monotonic()))
         probe_and_log(self.tenants, lambda tenant: self.memory(tenant).embedder)
 
 

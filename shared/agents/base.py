@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from shared.tools.base import ToolContext
     from shared.tools.registry import ToolRegistry
 
-INTENTS = ("smalltalk", "db", "http", "mixed", "unknown")
+INTENTS = ("smalltalk", "db", "http", "mcp", "mixed", "unknown")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class AgentResponse:
     calls: list[LLMCall] = field(default_factory=list)
     steps: int = 0
     stopped_early: bool = False
+    awaiting_confirmation: bool = False   # the answer is our question: a tool call waits for the user's yes
 
 
 @dataclass(frozen=True)

@@ -75,19 +75,23 @@ def _similar(text: str) -> tuple[str, float]:
     return best, score
 
 
+def _mentions(low: str, words: Iterable[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(w)}\w*\b", low) for w in words)
+
+
 def classify(text: str, http_words: set[str], llm: LLMProvider | None = None,
-             calls: list[LLMCall] | None = None, max_tokens: int | None = None) -> Intent:
+             calls: list[LLMCall] | None = None, max_tokens: int | None = None,
+             mcp_words: set[str] = frozenset()) -> Intent:
     """Classify one user message. LLM calls made here are appended to `calls` for usage accounting; what they
-    send fits `max_tokens` (the tenant's `max_context_tokens`) and never more than `INTENT_MAX_TOKENS` of text."""
+    send fits `max_tokens` (the tenant's `max_context_tokens`) and never more than `INTENT_MAX_TOKENS` of text.
+    `http_words` / `mcp_words` point at the tenant's HTTP and MCP tools (`http_keywords` of their descriptions)."""
     low = text.lower()
-    db = bool(_DB.search(low))
-    http = any(re.search(rf"\b{re.escape(w)}\w*\b", low) for w in http_words)
-    if db and http:
+    hits = [name for name, hit in (("db", bool(_DB.search(low))), ("http", _mentions(low, http_words)),
+                                   ("mcp", _mentions(low, mcp_words))) if hit]
+    if len(hits) > 1:
         return Intent("mixed", "rules")
-    if db:
-        return Intent("db", "rules")
-    if http:
-        return Intent("http", "rules")
+    if hits:
+        return Intent(hits[0], "rules")
     if _SMALLTALK.fullmatch(text.strip()) or (_SMALLTALK.match(text) and len(low.split()) <= 4):
         return Intent("smalltalk", "rules")
     best, score = _similar(text)

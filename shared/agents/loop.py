@@ -4,6 +4,8 @@ Tool failures and invalid arguments come back to the model as error results (it 
 step budget runs out, one last call without tools asks for a plain answer, so the user always gets a reply.
 When a tool has already acted (saved, set, deleted, called an API) and the model then fails to answer, the user
 is told what was done rather than an apology: the action commits with the reply, so the words must match it.
+A call of a tool that needs the user's yes (shared.tools.confirmation) is not run: it is stored as the user's
+pending action and the turn ends with our question, word for word (the model does not get to rephrase it).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from shared.agents.base import AgentRequest, AgentResponse, LLMCall
 from shared.conversation.prompt import fit_messages
 from shared.llm.base import LLMError, answered_by, answered_entry
 from shared.conversation.tokens import prompt_budget
+from shared.tools import confirmation
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,9 @@ GIVE_UP = "Sorry, I couldn't finish that just now. Could you try again, maybe in
 
 def done_text(request: AgentRequest, acted: list[str]) -> str:
     """What the user is told when the model cannot put it into words after tools acted: each action's phrase."""
-    phrases = list(dict.fromkeys(request.registry.get(name).done_phrase for name in acted))
+    tools = [request.registry.get(name) for name in acted]
+    phrases = list(dict.fromkeys(t.done_phrase if t is not None else f"used {n.replace('_', ' ')}"
+                                 for n, t in zip(acted, tools)))
     return "Done: " + "; ".join(phrases) + ". (I couldn't write a fuller answer just now.)"
 
 
@@ -67,16 +72,10 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
                          "tool_calls": [{"id": c.id, "type": "function",
                                          "function": {"name": c.name, "arguments": c.arguments}}
                                         for c in result.tool_calls]})
-        for c in result.tool_calls:
-            if c.name not in tool_names:  # a tool the model was not offered: refuse, do not run it
-                content = '{"isError": true, "error": "tool %s is not available here"}' % c.name
-            else:
-                outcome = request.registry.call(request.tool_ctx, c.name, c.arguments)
-                content = outcome.content
-                response.tools_used.append(c.name)
-                if not outcome.is_error and not request.registry.get(c.name).annotations.readOnlyHint:
-                    acted.append(c.name)
-            messages.append({"role": "tool", "tool_call_id": c.id, "content": content})
+        question = _run_calls(request, result.tool_calls, tool_names, messages, response, acted)
+        if question is not None:
+            response.text, response.awaiting_confirmation = question, True
+            return response
     # Out of steps: one call without tools for a plain answer.
     response.stopped_early = True
     log.warning("tool loop stopped at the step limit", extra={"steps": response.steps, "agent": agent})
@@ -89,6 +88,34 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
         log.exception("final answer failed")
         response.text = done_text(request, acted) if acted else GIVE_UP
     return response
+
+
+def _run_calls(request: AgentRequest, tool_calls: list, tool_names: list[str], messages: list[dict[str, Any]],
+               response: AgentResponse, acted: list[str]) -> str | None:
+    """Run one step's tool calls, appending each result for the model; the question for the user when a call
+    has to wait for their yes (the first such call waits; later ones of the step are refused)."""
+    question: str | None = None
+    registry = request.registry
+    for c in tool_calls:
+        if c.name not in tool_names:  # a tool the model was not offered: refuse, do not run it
+            content = '{"isError": true, "error": "tool %s is not available here"}' % c.name
+        elif registry.needs_confirmation(c.name):
+            if question is not None:
+                content = confirmation.ONE_AT_A_TIME
+            else:
+                asked = confirmation.propose(request.tool_ctx, registry, c.name, c.arguments,
+                                             request.tenant.confirm.expiry_minutes)
+                question = asked if isinstance(asked, str) else None
+                content = confirmation.WAITING if question is not None else asked.content
+        else:
+            outcome = registry.call(request.tool_ctx, c.name, c.arguments)
+            content = outcome.content
+            response.tools_used.append(c.name)
+            tool = registry.get(c.name)
+            if not outcome.is_error and not (tool is not None and tool.annotations.readOnlyHint):
+                acted.append(c.name)
+        messages.append({"role": "tool", "tool_call_id": c.id, "content": content})
+    return question
 
 
 class ToolGroupAgent:

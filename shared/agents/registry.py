@@ -4,6 +4,7 @@ from __future__ import annotations
 from shared.agents.base import Agent
 from shared.agents.db_agent import DbAgent
 from shared.agents.http_agent import HttpAgent
+from shared.agents.mcp_agent import McpAgent
 from shared.agents.orchestrator import Orchestrator
 from shared.errors import ConfigError
 from shared.config.tenants import Tenant
@@ -11,6 +12,7 @@ from shared.config.tenants import Tenant
 SPECIALISTS: dict[str, type] = {
     "db_agent": DbAgent,
     "http_agent": HttpAgent,
+    "mcp_agent": McpAgent,
 }
 KNOWN = {"orchestrator", *SPECIALISTS}
 
@@ -26,7 +28,10 @@ def orchestrator_for(tenant: Tenant) -> Orchestrator:
     """The tenant's entry point: the orchestrator over the specialised agents it enabled (and may use)."""
     validate_agents(tenant)
     agents: list[Agent] = []
-    for name in tenant.enabled_agents:
+    names = list(tenant.enabled_agents)
+    if tenant.mcp_servers and "mcp_agent" not in names:
+        names.append("mcp_agent")  # declaring MCP servers is asking for their tools to be offered
+    for name in names:
         cls = SPECIALISTS.get(name)
         if cls is None:
             continue

@@ -5,6 +5,7 @@ pass (marshmallow collects them), each as an `Issue` with the field path, so `wa
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -278,3 +279,38 @@ def handoff_settings(values: Mapping[str, Any], where: str) -> HandoffSettings:
 def opt_out_settings(values: Mapping[str, Any]) -> OptOutSettings:
     return OptOutSettings(**{**values, "stop_keywords": tuple(values["stop_keywords"]),
                              "start_keywords": tuple(values["start_keywords"])})
+
+
+# ---------------------------------------------------------------- confirm: (issue 15)
+
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def _tool_names(value: list[str]) -> None:
+    bad = [v for v in value if not re.match(TOOL_NAME, v)]
+    if bad:
+        raise ValidationError("must list tool names (1-64 letters, digits, '_' or '-'; an MCP tool is "
+                              "<server>__<tool>)")
+
+
+class ConfirmSchema(Schema):
+    """`confirm:` (optional): tools the bot runs only after the user's explicit yes in the next message
+    (shared.tools.confirmation). MCP tools annotated `destructiveHint: true` need it without being listed."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    tools = fields.List(Strict("text"), load_default=list, validate=_tool_names,
+                        error_messages={"invalid": "must be a list of strings"})
+    expiry_minutes = Strict("int", 1, 1440, load_default=10)   # an unanswered request is cancelled after this
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    tools: frozenset[str] = frozenset()
+    expiry_minutes: int = 10
+
+
+def confirm_settings(values: Mapping[str, Any]) -> ConfirmSettings:
+    return ConfirmSettings(tools=frozenset(values["tools"]), expiry_minutes=values["expiry_minutes"])
+

@@ -20,21 +20,23 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from shared.config.http_tools import HttpToolSpec, parse_http_tool_specs
 from shared.errors import ConfigError
 from shared.delivery.infobip.templates import Template, parse_templates
-from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, EmbeddingEndpoint, EmbeddingSchema, FieldError,
-                                         HandoffSchema, HandoffSettings, Issue, OptOutSchema, OptOutSettings, Path,
-                                         TenantFileError, embedding_endpoint, handoff_settings, load_block,
-                                         opt_out_settings)
+from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, ConfirmSchema, ConfirmSettings, EmbeddingEndpoint,
+                                         EmbeddingSchema, FieldError, HandoffSchema, HandoffSettings, Issue,
+                                         OptOutSchema, OptOutSettings, Path, TenantFileError, confirm_settings,
+                                         embedding_endpoint, handoff_settings, load_block, opt_out_settings)
 # CONFIG_KEYS (the accepted `config:` keys) is re-exported: callers import it from here
 from shared.config.yaml_lines import describe_yaml_error, line_of, load_with_lines
 from shared.config.llm import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
 from shared.phone import normalize_number
 from shared.config.settings import Settings, environment
+from shared.tools.mcp.spec import SEPARATOR, McpServerSpec, parse_mcp_servers
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 VECTOR_STORES = ("pgvector", "sql_fallback")
 TENANT_KEYS = {"tenant_id", "waba_number", "db_dsn", "embedding_model", "vector_store", "enabled_agents", "config",
                "llm", "infobip", "webhook_token", "http_tools", "templates",
-               "embedding", "handoff", "opt_out"}  # embedding: optional {provider, base_url, api_key}, see tenant_schema.EmbeddingSchema
+               "embedding", "handoff", "opt_out",  # embedding: optional {provider, base_url, api_key}, see tenant_schema.EmbeddingSchema
+               "mcp_servers", "confirm"}  # shared.tools.mcp.spec; confirm: tenant_schema.ConfirmSchema
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Output size of the embedding models we know; other models need `config.embedding_dim`.
@@ -99,6 +101,8 @@ class Tenant:
     http_tools: tuple[HttpToolSpec, ...] = field(default=(), repr=False)  # headers hold secrets
     handoff: HandoffSettings = field(default_factory=HandoffSettings, repr=False)  # webhook secret
     opt_out: OptOutSettings = field(default_factory=OptOutSettings)
+    mcp_servers: tuple[McpServerSpec, ...] = field(default=(), repr=False)  # env and headers hold secrets
+    confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
 
 
 class TenantRegistry:
@@ -298,6 +302,25 @@ def _opt_out(block: Any, where: str, out: _Issues) -> OptOutSettings | None:
     return None if errors else opt_out_settings(values)
 
 
+def _confirm(block: Any, where: str, out: _Issues) -> ConfirmSettings | None:
+    values, errors = load_block(ConfirmSchema(), block, "confirm", where)
+    for err in errors:
+        out.add(err)
+    return None if errors else confirm_settings(values)
+
+
+def _check_confirm(confirm: ConfirmSettings, http_tools: tuple[HttpToolSpec, ...],
+                   mcp_servers: tuple[McpServerSpec, ...], where: str) -> None:
+    """Each tool `confirm.tools` names is one of the tenant's HTTP tools or `<server>__<tool>` of one of its MCP
+    servers (whose tools are only known once the server answers)."""
+    known = {t.name for t in http_tools}
+    prefixes = tuple(s.name + SEPARATOR for s in mcp_servers)
+    unknown = sorted(n for n in confirm.tools if n not in known and not (prefixes and n.startswith(prefixes)))
+    if unknown:
+        raise FieldError(f"{where}: confirm.tools names unknown tool(s) {', '.join(unknown)} (an HTTP tool, or "
+                         "<server>__<tool> of an MCP server)", ("confirm", "tools"))
+
+
 def _entry(doc: Any, index: int, env: Mapping[str, str], out: _Issues) -> tuple[str, dict] | None:
     """The tenant id and the interpolated entry, or None (recorded) when there is no usable id."""
     if not isinstance(doc, dict):
@@ -335,13 +358,17 @@ def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Ma
     webhook_token = out.run((), _str, doc, "webhook_token", where)
     http_tools = out.run(("http_tools",), parse_http_tool_specs, doc.get("http_tools"), tid)
     handoff, opt_out = _handoff(doc.get("handoff"), where, out), _opt_out(doc.get("opt_out"), where, out)
+    mcp_servers = out.run(("mcp_servers",), parse_mcp_servers, doc.get("mcp_servers"), tid)
+    confirm = _confirm(doc.get("confirm"), where, out)
+    if confirm is not None and http_tools is not None and mcp_servers is not None:
+        out.run(("confirm",), _check_confirm, confirm, http_tools, mcp_servers, where)
     if len(out.found) > before:
         return None
     return Tenant(tenant_id=tid, waba_number=number, db_dsn=dsn, embedding_model=model, embedding_dim=dim,
                   vector_store=choices[0], enabled_agents=choices[1], config=config, llm=llm,
                   infobip_base_url=infobip[0], infobip_api_key=infobip[1], webhook_token=webhook_token,
                   templates=templates, embedding=embedding, http_tools=http_tools, handoff=handoff,
-                  opt_out=opt_out)
+                  opt_out=opt_out, mcp_servers=mcp_servers, confirm=confirm)
 
 
 def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None,

@@ -2,7 +2,11 @@
 
 It runs inside the caller's transaction on the tenant database: tool writes (saved events, reminders) commit
 together with the reply, or not at all, so a crash mid-turn leaves nothing half done and the redelivered turn
-starts clean. (Side effects of a tenant's HTTP tools on other systems cannot be rolled back.)
+starts clean. (Side effects of a tenant's HTTP and MCP tools on other systems cannot be rolled back.)
+
+A tool call waiting for the user's yes is settled first, before any model call (shared.tools.confirmation): a yes
+runs it and the model reports the result; "no" or a late yes gets our own answer; anything else cancels it and
+the message is answered as usual.
 """
 from __future__ import annotations
 
@@ -15,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psycopg
 
-from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall
+from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall, Route
 from shared.agents.intent import classify, http_keywords
 from shared.agents.registry import orchestrator_for
 from shared.conversation.prompt import Knowledge, build_prompt
-from shared.llm.base import LLMProvider
+from shared.llm.base import LLMError, LLMProvider
 from shared.config.tenants import Tenant
 from shared.conversation.tokens import prompt_budget
+from shared.tools import confirmation
 from shared.tools.base import ToolContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +90,29 @@ def _passage_record(hit: "KnowledgeHit") -> dict[str, Any]:
             "coverage": round(hit.coverage, 2)}
 
 
+def _keywords(registry: "ToolRegistry", group: str) -> set[str]:
+    tools = [registry.get(n) for n in registry.names(group=group)]
+    return http_keywords((t.name, t.description) for t in tools if t is not None)
+
+
+CONFIRMATION = Intent("confirmation", "rules")
+
+
+def _answer_confirmed(orchestrator: Any, request: AgentRequest,
+                      resolution: "confirmation.Resolution") -> AgentResponse:
+    """The user said yes and the action ran: the model reports the result, no tools offered (the action is done;
+    a model that fails here cannot cost the user the news: our own words then)."""
+    request.messages = [*request.messages, *resolution.replay()]
+    try:
+        response = orchestrator.handle(request, Route(None, ()))
+    except LLMError:
+        log.warning("model failed after a confirmed action; the user is told what was done", exc_info=True)
+        response = AgentResponse(text="", agent="confirmation", calls=request.calls)
+    response.text = response.text or confirmation.done_reply(resolution)
+    response.tools_used = [resolution.action["tool"], *response.tools_used]
+    return response
+
+
 def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, registry: "ToolRegistry",
             memory: "MemoryStore", user_id: int, phone: str, text: str, history: Sequence[dict[str, Any]],
             now: datetime, clock: Callable[[], datetime], request_id: str | None,
@@ -94,13 +122,20 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     carried (`LLMCall.passages`, recorded in llm_usage)."""
     calls = [] if calls is None else calls
     started = time.monotonic()
-    http_words = http_keywords((n, registry.get(n).description) for n in registry.names(group="http"))
-    intent = classify(text, http_words, llm, calls, max_tokens=tenant.config.max_context_tokens)
+    ctx = ToolContext(tenant=tenant, conn=conn, user_id=user_id, user_phone=phone, memory=memory, clock=clock,
+                      request_id=request_id, knowledge=knowledge)
+    settled = confirmation.resolve(ctx, registry, text)
+    if settled is not None and settled.reply is not None:  # "no", or a yes too late: our words, no model call
+        return EngineReply(settled.reply, CONFIRMATION, AgentResponse(settled.reply, "confirmation"), calls)
+    confirmed = settled is not None and settled.outcome == "confirmed"
+    intent = CONFIRMATION if confirmed else classify(
+        text, _keywords(registry, "http"), llm, calls, max_tokens=tenant.config.max_context_tokens,
+        mcp_words=_keywords(registry, "mcp"))
     orchestrator = orchestrator_for(tenant)
     hits, has_documents = _knowledge(tenant, conn, knowledge, text)
     # search_knowledge is offered only to tenants with documents: a tool that can find nothing costs tokens
-    route = orchestrator.route(intent.name, registry, tenant.config.tool_gating,
-                               hidden=() if has_documents else (SEARCH_KNOWLEDGE,))
+    route = Route(None, ()) if confirmed else orchestrator.route(
+        intent.name, registry, tenant.config.tool_gating, hidden=() if has_documents else (SEARCH_KNOWLEDGE,))
 
     # The budget covers everything sent: the offered tool schemas come off it before history is added.
     budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(route.offered))
@@ -119,13 +154,11 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     if passages:
         log.info("knowledge passages in the prompt", extra={"passages": passages})
 
-    ctx = ToolContext(tenant=tenant, conn=conn, user_id=user_id, user_phone=phone, memory=memory, clock=clock,
-                      request_id=request_id, knowledge=knowledge)
     request = AgentRequest(tenant=tenant, text=text, messages=prompt.messages, intent=intent, llm=llm,
                            registry=registry, tool_ctx=ctx, max_steps=tenant.config.max_tool_steps, calls=calls,
                            deadline=started + TURN_DEADLINE_SECONDS)
     first_answering_call = len(calls)
-    response = orchestrator.handle(request, route)
+    response = _answer_confirmed(orchestrator, request, settled) if confirmed else orchestrator.handle(request, route)
     ids = tuple(p["chunk_id"] for p in passages)
     for i in range(first_answering_call, len(calls)):
         calls[i] = dataclasses.replace(calls[i], passages=ids)

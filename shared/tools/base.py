@@ -54,7 +54,11 @@ class Tool:
     description: str = ""
     input_schema: Mapping[str, Any] = {"type": "object", "properties": {}}
     annotations: ToolAnnotations = ToolAnnotations()
-    group: str = "db"                 # agents gate tools by group: "db" (memory, reminders) or "http" (tenant APIs)
+    group: str = "db"                 # agents gate tools by group: "db" (memory, reminders), "http" (tenant APIs),
+                                      # "mcp" (the tenant's MCP servers)
+    # Run only after the user's explicit yes (shared.tools.confirmation): MCP tools the server annotates
+    # destructiveHint: true; any tool the tenant lists under `confirm.tools` (ToolRegistry.needs_confirmation).
+    needs_confirmation: bool = False
 
     @property
     def done_phrase(self) -> str:

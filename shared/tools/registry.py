@@ -18,7 +18,10 @@ Adding a tool (one module):
    leaves our databases) and `invoke(ctx, args)` returning JSON-serialisable data or raising `ToolError` with a
    message the model can fix; use only `ctx.user_id` for the user and `ctx.conn` without committing;
 2. expose `<TOPIC>_TOOLS: list[Tool]` there and add it to `builtin_tools()` below.
-Per-tenant HTTP tools need no code: they are declared in tenants.yaml (see `shared.tools.http`).
+Per-tenant HTTP tools need no code: they are declared in tenants.yaml (see `shared.tools.http`), and neither do
+the tools of a tenant's MCP servers (`mcp_servers:`, see `shared.tools.mcp`): those come and go with their servers,
+so the registry asks its sources for them on each lookup (a source's tools never shadow a static tool's name);
+a tool a turn was offered may be gone by the time the model calls it, and is then an "unknown tool" error.
 """
 from __future__ import annotations
 
@@ -35,11 +38,14 @@ from uuid import UUID
 
 from jsonschema import Draft202012Validator
 
+from shared import metrics
 from shared.errors import ConfigError
 from shared.config.tenants import Tenant
 from shared.tools.base import Tool, ToolContext, ToolError, ToolResult
 from shared.tools.http import parse_http_tools
 from shared.tools.knowledge_tools import KNOWLEDGE_TOOLS
+from shared.tools.mcp.adapter import McpToolSource
+from shared.tools.mcp.hub import hub as hub_of_process
 from shared.tools.memory_tools import MEMORY_TOOLS
 from shared.tools.reminders import REMINDER_TOOLS
 from shared.tools.schema import object_schema_problem
@@ -110,12 +116,43 @@ def schema_problems(validator: Draft202012Validator, args: dict[str, Any]) -> li
 class ToolRegistry:
     """Tools by name, in registration order. Build it, `freeze()` it, then share it between threads."""
 
-    def __init__(self, tools: Iterable[Tool] = ()):
+    def __init__(self, tools: Iterable[Tool] = (), confirm: Iterable[str] = ()):
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, Draft202012Validator] = {}
+        self._sources: list[McpToolSource] = []
+        self._confirm = frozenset(confirm)   # the tenant's `confirm.tools`
         self._frozen = False
         for tool in tools:
             self.register(tool)
+
+    def attach(self, source: McpToolSource) -> None:
+        """Add a source of tools that change at run time (a tenant's MCP servers); each tool brings its own
+        `validator` of its input schema."""
+        if self._frozen:
+            raise RuntimeError("the tool registry is frozen; build a new one to change its tools")
+        self._sources.append(source)
+
+    def start(self, wait_seconds: float = 0.0) -> None:
+        """Connect the sources now (worker start-up) and wait up to `wait_seconds` for their first answers."""
+        for source in self._sources:
+            connections = source.connections()
+            if wait_seconds and connections:
+                hub_of_process().wait_ready(connections, wait_seconds)
+
+    def _current(self) -> dict[str, Tool]:
+        """The static tools, then what each source offers right now (one snapshot per lookup)."""
+        if not self._sources:
+            return self._tools
+        tools = dict(self._tools)
+        for source in self._sources:
+            for tool in source.tools():
+                tools.setdefault(tool.name, tool)
+        return tools
+
+    def needs_confirmation(self, name: str) -> bool:
+        """Whether a call of `name` waits for the user's yes (shared.tools.confirmation)."""
+        tool = self.get(name)
+        return tool is not None and (bool(getattr(tool, "needs_confirmation", False)) or name in self._confirm)
 
     def register(self, tool: Tool) -> Tool:
         """Add a tool; its name, description and input schema are checked now rather than at the first call."""
@@ -142,45 +179,62 @@ class ToolRegistry:
         return self
 
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._current().get(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._current()
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._current())
 
     def names(self, group: str | None = None) -> list[str]:
-        """Tool names in registration order, optionally only one group ("db", "http")."""
-        return [n for n, t in self._tools.items() if group is None or t.group == group]
+        """Tool names in registration order, optionally only one group ("db", "http", "mcp")."""
+        return [n for n, t in self._current().items() if group is None or t.group == group]
 
     def openai_schemas(self, names: Iterable[str] | None = None) -> list[dict]:
-        """The named tools (all when None) in OpenAI `tools` format, in registration order whatever the input order."""
+        """The named tools (all when None) in OpenAI `tools` format, in registration order whatever the input order.
+        A name no static tool has and no source offers any more (its MCP server went away) is left out; an unknown
+        name in a registry without sources is a KeyError."""
+        tools = self._current()
         if names is None:
-            wanted = set(self._tools)
+            wanted = set(tools)
         else:
             wanted = set(names)
-            unknown = sorted(wanted - set(self._tools))
-            if unknown:
+            unknown = sorted(wanted - set(tools))
+            if unknown and not self._sources:
                 raise KeyError(f"unknown tool(s): {', '.join(unknown)}")
-        return [t.openai_schema() for n, t in self._tools.items() if n in wanted]
+        return [t.openai_schema() for n, t in tools.items() if n in wanted]
 
-    def call(self, ctx: ToolContext, name: str, raw_arguments: str | None) -> ToolResult:
-        """Parse, validate and run one tool call; see the module docstring for what it guarantees."""
-        started = time.perf_counter()
-        tool = self._tools.get(name)
+    def checked_arguments(self, name: str,
+                          raw_arguments: str | None) -> tuple[dict[str, Any] | None, ToolResult | None]:
+        """The call's arguments parsed and validated against the tool's schema, or the error result the model
+        gets (unknown tool, not JSON, invalid): the checks of `call`, for a call that is to wait for a yes."""
+        checked = self._checked(name, raw_arguments, time.perf_counter())
+        return (None, checked) if isinstance(checked, ToolResult) else (checked[1], None)
+
+    def _checked(self, name: str, raw_arguments: str | None, started: float) -> tuple[Tool, dict] | ToolResult:
+        tool = self.get(name)  # one lookup: a source's tool that goes away later is still this object
         if tool is None:
-            known = ", ".join(self._tools) or "none"
+            known = ", ".join(self._current()) or "none"
             return self._done(str(name)[:64], started, error_content(f"unknown tool {str(name)[:64]!r}; "
                                                                       f"available tools: {known}"), "unknown_tool")
         try:
             args = parse_arguments(raw_arguments)
         except ToolError as exc:
             return self._done(name, started, error_content(str(exc)), "invalid_json")
-        problems = schema_problems(self._validators[name], args)
+        problems = schema_problems(getattr(tool, "validator", None) or self._validators[name], args)
         if problems:
             return self._done(name, started, error_content("invalid arguments: " + "; ".join(problems)),
                               "invalid_arguments")
+        return tool, args
+
+    def call(self, ctx: ToolContext, name: str, raw_arguments: str | None) -> ToolResult:
+        """Parse, validate and run one tool call; see the module docstring for what it guarantees."""
+        started = time.perf_counter()
+        checked = self._checked(name, raw_arguments, started)
+        if isinstance(checked, ToolResult):
+            return checked
+        tool, args = checked
         try:
             # Savepoint: a failing tool undoes its own writes only, and the caller's transaction stays usable.
             with ctx.conn.transaction():
@@ -211,6 +265,8 @@ class ToolRegistry:
             log.error("tool call failed", extra=fields)
         else:
             log.info("tool call", extra=fields)
+        # A name the model made up is not a label value: labels stay bounded to the tenant's tools.
+        metrics.tool_call("unknown" if error_kind == "unknown_tool" else name, error_kind is None)
         return ToolResult(tool=name, content=content, is_error=error_kind is not None, duration_ms=duration_ms,
                           data=data if error_kind is None else None, error_kind=error_kind)
 
@@ -226,7 +282,8 @@ _cache_lock = threading.Lock()
 
 
 def build_registry(tenant: Tenant) -> ToolRegistry:
-    """The tenant's frozen registry: built-ins plus its HTTP tools; built once per Tenant object and cached.
+    """The tenant's frozen registry: built-ins, its HTTP tools and its MCP servers' tools (a source: its servers are
+    connected by `ToolRegistry.start`, which workers call at start-up); built once per Tenant object and cached.
 
     Raises ConfigError for a bad `http_tools` entry or an HTTP tool named like a built-in.
     """
@@ -234,12 +291,14 @@ def build_registry(tenant: Tenant) -> ToolRegistry:
         cached = _cache.get(tenant.tenant_id)
         if cached is not None and cached[0] is tenant:
             return cached[1]
-        registry = ToolRegistry(builtin_tools())
+        registry = ToolRegistry(builtin_tools(), confirm=tenant.confirm.tools)
         for tool in parse_http_tools(tenant):
             if tool.name in registry:
                 raise ConfigError(f"tenant {tenant.tenant_id} http tool {tool.name}: "
                                   "name is already used by a built-in tool")
             registry.register(tool)
+        if tenant.mcp_servers:
+            registry.attach(McpToolSource(tenant.tenant_id, tenant.mcp_servers))
         registry.freeze()
         # Keyed by tenant id, holding the Tenant itself: a reloaded tenant (new object) gets a fresh registry.
         _cache[tenant.tenant_id] = (tenant, registry)
