@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
+import pytest
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 from psycopg.rows import dict_row
@@ -130,6 +131,14 @@ class HttpMcpServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """Our HTTP MCP server for one test module (imported by the modules that use it), stopped after it."""
+    server = HttpMcpServer(tmp_path_factory.mktemp("mcp") / "calls.jsonl").start()
+    yield server
+    server.stop()
 
 
 def calls(record: Path) -> list[dict]:

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import fresh_dsn
 from helpers import wait_for
+from mcp_servers import shop  # noqa: F401 (a fixture)
 from mcp_servers import (Bot, Clock, HttpMcpServer, answer_with_tool_result, calls, chat_requests, make_tenant, offered,
                          says, tenant_doc, tool_results)
 from shared.config.tenants import TenantFileError, TenantRegistry, parse_tenants
@@ -26,13 +27,6 @@ from workers.runtime import Runtime
 
 TIME_SERVER = str(Path(sys.executable).parent / "mcp-server-time")
 SHOP_SCRIPT = str(Path(__file__).resolve().parent / "mcp_servers.py")
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
-    server = HttpMcpServer(tmp_path_factory.mktemp("mcp") / "calls.jsonl").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,9 @@ import pytest
 
 from conftest import fresh_dsn
 from helpers import wait_for
-from mcp_servers import Bot, Clock, HttpMcpServer, calls, chat_requests, make_tenant, says, tenant_doc, tool_results
+from mcp_servers import shop  # noqa: F401 (a fixture)
+from mcp_servers import Bot, Clock, calls, chat_requests, make_tenant, says, tenant_doc, tool_results
 from shared.tools.confirmation import is_no, is_yes
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
-    server = HttpMcpServer(tmp_path_factory.mktemp("mcpc") / "calls.jsonl").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

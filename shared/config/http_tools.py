@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.errors import ConfigError, reject_unknown_keys
@@ -56,8 +56,9 @@ def has_dot_segment(url: str) -> bool:
     return any(segment in DOT_SEGMENTS for segment in urlsplit(url).path.split("/"))
 
 
-def _number(doc: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float,
-            whole: bool = False) -> Any:
+def config_number(doc: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float,
+                  whole: bool = False) -> Any:
+    """`doc[key]` (default when absent), a number between lo and hi; ConfigError naming `where` and `key`."""
     value = doc.get(key, default)
     kinds = (int,) if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
@@ -161,23 +162,30 @@ def parse_http_tool(doc: Any, tenant_id: str, index: int) -> HttpToolSpec:
     return HttpToolSpec(
         name=name, description=description.strip(), method=method, url=url, parameters=parameters,
         headers=headers,
-        timeout_seconds=float(_number(doc, "timeout_seconds", where, 10, 0.01, 60)),
+        timeout_seconds=float(config_number(doc, "timeout_seconds", where, 10, 0.01, 60)),
         allow_private_network=allow_private,
-        max_response_bytes=_number(doc, "max_response_bytes", where, 65536, 1, 10 * 1024 * 1024, whole=True),
-        max_redirects=_number(doc, "max_redirects", where, 3, 0, 3, whole=True),
+        max_response_bytes=config_number(doc, "max_response_bytes", where, 65536, 1, 10 * 1024 * 1024, whole=True),
+        max_redirects=config_number(doc, "max_redirects", where, 3, 0, 3, whole=True),
     )
+
+
+def parse_named_list(docs: Any, tenant_id: str, key: str, label: str,
+                     parse_one: Callable[[Any, str, int], Any]) -> tuple:
+    """Every entry of a tenant's list `key` parsed by `parse_one(doc, tenant_id, index)` (none when absent), each
+    with a `name` used once; ConfigError on the first bad one."""
+    if docs is None:
+        return ()
+    if not isinstance(docs, list):
+        raise ConfigError(f"tenant {tenant_id}: {key} must be a list")
+    specs: list = []
+    for index, doc in enumerate(docs):
+        spec = parse_one(doc, tenant_id, index)
+        if spec.name in {s.name for s in specs}:
+            raise ConfigError(f"tenant {tenant_id} {label} {spec.name}: name is used twice")
+        specs.append(spec)
+    return tuple(specs)
 
 
 def parse_http_tool_specs(docs: Any, tenant_id: str) -> tuple[HttpToolSpec, ...]:
     """Every entry of a tenant's `http_tools` (none when absent); ConfigError on the first bad one."""
-    if docs is None:
-        return ()
-    if not isinstance(docs, list):
-        raise ConfigError(f"tenant {tenant_id}: http_tools must be a list")
-    specs: list[HttpToolSpec] = []
-    for index, doc in enumerate(docs):
-        spec = parse_http_tool(doc, tenant_id, index)
-        if spec.name in {s.name for s in specs}:
-            raise ConfigError(f"tenant {tenant_id} http tool {spec.name}: name is used twice")
-        specs.append(spec)
-    return tuple(specs)
+    return parse_named_list(docs, tenant_id, "http_tools", "http tool", parse_http_tool)

@@ -27,8 +27,10 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
+import httpx2
+
+from shared.config.http_tools import config_number, parse_named_list
 from shared.errors import ConfigError, reject_unknown_keys
 
 SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,23}$")  # no "__": it separates server and tool
@@ -95,15 +97,6 @@ def _mapping(value: Any, where: str, key: str, names: re.Pattern) -> dict[str, s
     return clean
 
 
-def _number(doc: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float,
-            whole: bool = False) -> Any:
-    value = doc.get(key, default)
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key} must be {'a whole number' if whole else 'a number'} between {lo} and {hi}")
-    return value
-
-
 def _private_host(host: str) -> bool:
     if host in ("localhost", "localhost.") or host.endswith(".localhost"):
         return True
@@ -119,14 +112,14 @@ def _check_url(url: Any, allow_private: bool, where: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{where}: url must be a string")
     url = url.strip()
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-    except ValueError:
+    try:  # parsed by httpx2, the library the SDK's Streamable HTTP client fetches it with
+        parts = httpx2.URL(url)
+        host = parts.host.lower()
+    except (httpx2.InvalidURL, TypeError, ValueError):
         raise ConfigError(f"{where}: url is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https") or not host:
         raise ConfigError(f"{where}: url must start with http:// or https:// and name a host")
-    if "@" in parts.netloc:
+    if parts.userinfo:
         raise ConfigError(f"{where}: url may not carry user:password; put credentials in headers")
     if _private_host(host) and not allow_private:
         raise ConfigError(f"{where}: url points at a private or loopback address; set allow_private_network: true "
@@ -173,23 +166,13 @@ def parse_mcp_server(doc: Any, tenant_id: str, index: int) -> McpServerSpec:
         allow_tools=None if allow is None else frozenset(_strings(allow, where, "allow_tools")),
         deny_tools=frozenset(_strings(doc.get("deny_tools"), where, "deny_tools")),
         user_argument=user_argument,
-        timeout_seconds=float(_number(doc, "timeout_seconds", where, 10, 0.1, 300)),
-        max_result_chars=_number(doc, "max_result_chars", where, 4000, 100, 4000, whole=True),
-        ping_seconds=float(_number(doc, "ping_seconds", where, 30, 0.2, 3600)),
+        timeout_seconds=float(config_number(doc, "timeout_seconds", where, 10, 0.1, 300)),
+        max_result_chars=config_number(doc, "max_result_chars", where, 4000, 100, 4000, whole=True),
+        ping_seconds=float(config_number(doc, "ping_seconds", where, 30, 0.2, 3600)),
         allow_private_network=allow_private,
     )
 
 
 def parse_mcp_servers(docs: Any, tenant_id: str) -> tuple[McpServerSpec, ...]:
     """Every entry of a tenant's `mcp_servers` (none when absent); ConfigError on the first bad one."""
-    if docs is None:
-        return ()
-    if not isinstance(docs, list):
-        raise ConfigError(f"tenant {tenant_id}: mcp_servers must be a list")
-    specs: list[McpServerSpec] = []
-    for index, doc in enumerate(docs):
-        spec = parse_mcp_server(doc, tenant_id, index)
-        if spec.name in {s.name for s in specs}:
-            raise ConfigError(f"tenant {tenant_id} mcp server {spec.name}: name is used twice")
-        specs.append(spec)
-    return tuple(specs)
+    return parse_named_list(docs, tenant_id, "mcp_servers", "mcp server", parse_mcp_server)
