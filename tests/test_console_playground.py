@@ -96,7 +96,8 @@ def test_the_playground_works_without_javascript_and_refuses_other_tenants(web, 
         sign_in(page, web, "alpha", name, password)
         page.goto(f"{web}/console/t/alpha/playground")
         page.fill("#pg-text", "hello")
-        page.click("#pg-send button[type=submit]")
+        with page.expect_navigation(wait_until="load"):  # the POST and its redirect done before the first reload
+            page.click("#pg-send button[type=submit]")
         assert page.url.endswith("/console/t/alpha/playground")
         for _ in range(100):  # no script on the page: reload until the worker stored it and the bot answered
             page.reload()
