@@ -121,7 +121,7 @@ def run_dev(with_flower: bool = True) -> int:
                               "-c", env.get("INBOUND_CONCURRENCY", "20"), "-n", "inbound@%h", "--without-mingle",
                               "--without-gossip"])
         sup.spawn("outbound", ["env", f"WORKER_METRICS_PORT={OUTBOUND_METRICS_PORT}", py, "-m", "celery", "-A", "workers", "worker", "-Q",
-                               "outbound,events,scheduled,knowledge", "-P", "threads",
+                               "outbound,events,scheduled,knowledge,summaries", "-P", "threads",
                                "-c", env.get("OUTBOUND_CONCURRENCY", "8"), "-n", "outbound@%h",
                                "--without-mingle", "--without-gossip"])
         sup.spawn("beat", [py, "-m", "celery", "-A", "workers", "beat", "-s",

@@ -210,7 +210,7 @@ class Proc:
         self._fh.close()
 
 
-def start_worker(env: dict, log_path: Path, queues: str = "inbound,outbound,events,scheduled,knowledge",
+def start_worker(env: dict, log_path: Path, queues: str = "inbound,outbound,events,scheduled,knowledge,summaries",
                  concurrency: int = 8, name: str = "test") -> Proc:
     proc = Proc(name, [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-P", "threads",
                        "-c", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",

@@ -98,7 +98,11 @@ class FakeOpenAI(LocalServer):
         """Queue answers for the next authorised chat calls: {"status": 429|500|...}, {"content": "..."},
         {"tool_calls": [{"name": ..., "arguments": {...} or "raw JSON text"}]}, {"respond": f} (f(request body)
         returns one of the others: a model that reads its prompt). Optional "headers" on any, and "delay"
-        (seconds to wait before answering: a slow model)."""
+        (seconds to wait before answering: a slow model). Optional on an answer: "cached_tokens" (reported as
+        OpenAI's `usage.prompt_tokens_details.cached_tokens`; with "cache_style": "deepseek" as DeepSeek's
+        `usage.prompt_cache_hit_tokens`/`prompt_cache_miss_tokens` instead) and "prompt_tokens" (the prompt's
+        reported size; by default about a token per 4 characters of its messages). Without them, usage is as
+        before: no cache fields at all."""
         for r in responses:
             if not isinstance(r, dict) or not ({"status", "content", "tool_calls", "respond"} & set(r)):
                 raise ValueError(f"a scripted response needs status, content, tool_calls or respond: {r!r}")
@@ -177,8 +181,7 @@ class FakeOpenAI(LocalServer):
             "model": body["model"],
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": "tool_calls" if tool_calls else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": _usage(prompt_tokens, completion_tokens, scripted),
             "system_fingerprint": "fp_fake",
         }, 200, extra_headers)
 
@@ -241,6 +244,22 @@ class FakeOpenAI(LocalServer):
                    "usage": {"prompt_tokens": total, "total_tokens": total}}
         return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status=200,
                         mimetype="application/json")
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, scripted: dict | None) -> dict:
+    """A chat answer's `usage`; with a scripted "cached_tokens", the prompt cache's hits as OpenAI (or DeepSeek)
+    report them."""
+    scripted = scripted or {}
+    prompt_tokens = int(scripted.get("prompt_tokens", prompt_tokens))
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if "cached_tokens" in scripted:
+        cached = int(scripted["cached_tokens"])
+        if scripted.get("cache_style") == "deepseek":
+            usage.update(prompt_cache_hit_tokens=cached, prompt_cache_miss_tokens=prompt_tokens - cached)
+        else:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+    return usage
 
 
 def llama_tokens(text: str) -> list[str]:

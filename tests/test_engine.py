@@ -125,7 +125,8 @@ def test_after_500_messages_the_prompt_still_fits_the_budget(client, worker, san
     budget = tenants.require("gamma").config.max_context_tokens
     assert estimate_messages(sent) <= budget
     assert 2 < len(sent) < 100
-    assert "message number 499" in sent[-2]["content"]  # the newest history is what is kept
+    # the newest history is what is kept; it comes before the turn's context (time, memories) and the message
+    assert "message number 499" in sent[-3]["content"] and sent[-2]["role"] == "system"
 
 
 def _item(db, tenant, user, title):

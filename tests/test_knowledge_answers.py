@@ -123,7 +123,8 @@ def test_a_model_reading_its_prompt_gets_the_passage_and_its_source_and_nothing_
 
     def follows_the_passages(body: dict) -> dict:
         """A model that answers only from the passages its system prompt gives (or says it does not know)."""
-        system = body["messages"][0]["content"]
+        # the system prompt and the turn's context (passages, memories) after the history (issue 17)
+        system = "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
         if system.startswith("Classify the user's message"):
             return {"content": "unknown"}
         found = re.search(r"^\[1\] source: (.+)\n(.+)$", system, re.M)
@@ -139,7 +140,7 @@ def test_a_model_reading_its_prompt_gets_the_passage_and_its_source_and_nothing_
     assert answer == f"{PAGE_17_FACT} (source: {HANDBOOK_TITLE} (p. 17))"
     chat = [r["json"] for r in fake_openai.requests if r["path"] == "/v1/chat/completions"
             and not r["json"]["messages"][0]["content"].startswith("Classify")]
-    system = chat[-1]["messages"][0]["content"]
+    system = "\n".join(m["content"] for m in chat[-1]["messages"] if m["role"] == "system")
     assert PAGE_17_FACT in system and f"source: {HANDBOOK_TITLE} (p. 17)" in system
     # business knowledge and the user's memory are separate sections; the knowledge search tool is offered
     assert "search_knowledge" in [t["function"]["name"] for t in chat[-1].get("tools") or []]
@@ -148,8 +149,8 @@ def test_a_model_reading_its_prompt_gets_the_passage_and_its_source_and_nothing_
     fake_openai.script(*[{"respond": follows_the_passages}] * 4)
     answer = ask(web, sandbox, "gamma", user, "Who won the football world cup in 1998?", answers_before=1)
     assert answer == "I don't know, sorry."
-    system = [r["json"] for r in fake_openai.requests if r["path"] == "/v1/chat/completions"][-1]["messages"][0]
-    assert NO_KNOWLEDGE in system["content"] and PAGE_17_FACT not in system["content"]
+    system = [r["json"] for r in fake_openai.requests if r["path"] == "/v1/chat/completions"][-1]["messages"][-2]
+    assert NO_KNOWLEDGE in system["content"] and PAGE_17_FACT not in system["content"]  # the turn's context
 
 
 def test_without_documents_nothing_changes(web, worker, sandbox, fake_openai):
@@ -159,6 +160,6 @@ def test_without_documents_nothing_changes(web, worker, sandbox, fake_openai):
     ask(web, sandbox, "gamma", user, "What is the price of teeth whitening?")
     chat = [r["json"] for r in fake_openai.requests if r["path"] == "/v1/chat/completions"
             and not r["json"]["messages"][0]["content"].startswith("Classify")]
-    system = chat[-1]["messages"][0]["content"]
+    system = "\n".join(m["content"] for m in chat[-1]["messages"] if m["role"] == "system")
     assert KNOWLEDGE_HEADER not in system and NO_KNOWLEDGE not in system
     assert "search_knowledge" not in [t["function"]["name"] for t in chat[-1].get("tools") or []]

@@ -48,7 +48,7 @@ def tenant(**config):
 def test_passages_and_memories_are_separate_sections_with_sources():
     knowledge = Knowledge((("Price list › Whitening (p. 2)", "Whitening costs 250 EUR per session."),), True)
     prompt = build_prompt(tenant(), NOW, [], WHITENING, memories=["Prefers mornings"], knowledge=knowledge)
-    system = prompt.messages[0]["content"]
+    system = prompt.messages[-2]["content"]  # the turn's context, after the history (issue 17: cacheable prefix)
     assert system.index(KNOWLEDGE_HEADER) < system.index(MEMORY_HEADER)
     assert "[1] source: Price list › Whitening (p. 2)\nWhitening costs 250 EUR per session." in system
     assert NO_KNOWLEDGE not in system and "- Prefers mornings" in system.split(MEMORY_HEADER)[1]
@@ -56,9 +56,9 @@ def test_passages_and_memories_are_separate_sections_with_sources():
 
 
 def test_searched_without_a_relevant_passage_says_do_not_guess_and_unsearched_says_nothing():
-    searched = build_prompt(tenant(), NOW, [], UNRELATED, knowledge=Knowledge((), True)).messages[0]["content"]
+    searched = build_prompt(tenant(), NOW, [], UNRELATED, knowledge=Knowledge((), True)).messages[-2]["content"]
     assert NO_KNOWLEDGE in searched and KNOWLEDGE_HEADER not in searched
-    plain = build_prompt(tenant(), NOW, [], UNRELATED).messages[0]["content"]
+    plain = build_prompt(tenant(), NOW, [], UNRELATED).messages[-2]["content"]
     assert NO_KNOWLEDGE not in plain and KNOWLEDGE_HEADER not in plain
 
 
@@ -69,11 +69,11 @@ def test_passages_stay_whole_or_stay_out_in_a_small_budget():
     passages = tuple((f"Doc {i}", (fact if i == 0 else f"Other passage {i}. ") + "More words here. " * 25)
                      for i in range(4))
     prompt = build_prompt(tenant(max_context_tokens=600), NOW, [], WHITENING, knowledge=Knowledge(passages, True))
-    system = prompt.messages[0]["content"]
+    system = prompt.messages[-2]["content"]
     assert 1 <= prompt.passages_used < 4 and fact.strip() in system and "shortened" not in system
     assert all(p[1] in system for p in passages[:prompt.passages_used])
     tiny = build_prompt(tenant(max_context_tokens=200), NOW, [], WHITENING, knowledge=Knowledge(passages, True))
-    assert tiny.passages_used == 1 and "shortened" in tiny.messages[0]["content"]
+    assert tiny.passages_used == 1 and "shortened" in tiny.messages[-2]["content"]
 
 
 def test_knowledge_settings_are_validated_with_their_names():

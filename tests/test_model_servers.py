@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -21,6 +22,7 @@ from helpers import AUTH, OFFLINE_ENV, inbound, new_user, wait_for
 from shared.config.llm import LLMSettings
 from shared.config.settings import load_settings
 from shared.config.tenants import load_tenants, parse_tenants
+from shared.conversation.prompt import Knowledge, build_prompt
 from shared.db.migrate import migrate_tenant
 from shared.llm.base import LLMError
 from shared.llm.breaker import Breakers, CircuitOpen
@@ -119,6 +121,24 @@ def test_html_entities_of_a_chat_template_are_unescaped(server):
         "It's at 5 & bring the card <3"
     server.script({"content": "Tom &amp; Jerry"})  # OpenAI's text is the model's own: left as it is
     assert OpenAICompatProvider(name="openai", api_key="k", base_url=server.url).chat(USER).content == "Tom &amp; Jerry"
+
+
+def test_template_driven_servers_get_one_system_message_first_and_alternating_roles(server, tenants):
+    """Gemma's and Mistral's chat templates raise on a system message that is not the first; the prompt has the
+    summary after the system prompt and the turn's context (time, passages, memories) before the new message."""
+    history = [{"role": "user", "body": "I'm Ana"}, {"role": "assistant", "body": "Hi Ana!"}]
+    prompt = build_prompt(tenants.require("alpha"), datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc), history,
+                          "When do you open?", memories=["Ana likes mornings"], summary="Ana booked a cleaning.",
+                          knowledge=Knowledge((("Hours", "We open at 9:00."),), True))
+    assert [m["role"] for m in prompt.messages].count("system") == 3  # what the prefix cache wants
+    OpenAICompatProvider(name="llamacpp", base_url=server.url).chat(prompt.messages)
+    sent = chats(server)[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert "Ana booked a cleaning." in sent[0]["content"]
+    assert "We open at 9:00." in sent[3]["content"] and "Ana likes mornings" in sent[3]["content"]
+    assert sent[3]["content"].endswith("When do you open?")
+    OpenAICompatProvider(name="openai", api_key="k", base_url=server.url).chat(prompt.messages)
+    assert [m["role"] for m in chats(server)[-1]["messages"]] == [m["role"] for m in prompt.messages]
 
 
 # ---------------------------------------------------------------- empty answers

@@ -173,7 +173,9 @@ def test_every_config_key_is_a_typed_field_and_nothing_reads_config_by_string():
            "rate_limit_user": "5/minute", "rate_limit_tenant": "100/minute", "mark_read": False,
            "typing_indicator": False, "tool_gating": False, "unreadable_message_reply": " Sorry! ",
            "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops",
-           "knowledge_passages": 2, "knowledge_min_similarity": 0.4, "knowledge_min_coverage": 1}
+           "knowledge_passages": 2, "knowledge_min_similarity": 0.4, "knowledge_min_coverage": 1,
+           "history_budget_tokens": 1000, "summary_max_tokens": 0, "smalltalk_history_tokens": 100,
+           "smalltalk_memory_min_score": 0.6}
     assert set(cfg) == CONFIG_KEYS
     t = parse(tenant(config=cfg)).require("shop")
     assert t.config.tool_gating is False and t.config.mark_read is False

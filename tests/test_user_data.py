@@ -72,6 +72,8 @@ def _full_user(conn, secret: str) -> dict:
                   f'{{"to": "{user["phone"]}", "text": "reply {secret}"}}'))
     conn.execute("INSERT INTO conversation_events (user_id, kind, actor, reason) VALUES (%s, 'handoff', 'bot', %s)",
                  (user["id"], f"because {secret}"))
+    conn.execute("INSERT INTO conversation_summaries (user_id, summary, covers_to) VALUES (%s, %s, %s)",
+                 (user["id"], f"- summary {secret}", msg["id"]))
     return user
 
 
@@ -90,6 +92,7 @@ def test_export_holds_every_row_about_the_user(db):
     assert data["outbound_messages"][0]["status"] == "sent"
     assert [e["reason"] for e in data["conversation_events"]] == [f"because {secret}"]
     assert [u["total_tokens"] for u in data["llm_usage"]] == [15]
+    assert [s["summary"] for s in data["conversation_summaries"]] == [f"- summary {secret}"]
     assert "not yours" not in str(data)
 
 
@@ -100,6 +103,7 @@ def test_forget_leaves_nothing_but_anonymous_usage_and_an_audit_row(db):
         with conn.transaction():
             deleted = forget_user(conn, user["id"], actor="test", now=utcnow())
         assert deleted["messages"] == 1 and deleted["users"] == 1 and deleted["usage_rows_anonymised"] == 1
+        assert deleted["conversation_summaries"] == 1
         assert _scan(conn, [user["phone"], secret]) == []
         usage = conn.execute("SELECT user_id, total_tokens FROM llm_usage WHERE total_tokens = 15 AND "
                              "user_id IS NULL AND request_id IS NULL").fetchall()

@@ -20,7 +20,7 @@ from workers.runtime import get_runtime
 broker.install()  # before any broker connection: a Redis restart must not kill the worker (see workers/broker.py)
 app = make_celery(None, name="workers")
 app.conf.include = ["workers.inbound", "workers.outbound", "workers.events", "workers.scheduled",
-                    "workers.knowledge"]
+                    "workers.knowledge", "workers.summaries"]
 # Reconnect to the broker for as long as it stays away (celery's default gives up after 100 attempts, about 45 minutes
 # at its 30-second cap, and the worker exits). Set here, for every `-A workers` process (workers, beat, flower).
 app.conf.broker_connection_max_retries = None

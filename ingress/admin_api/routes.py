@@ -11,7 +11,8 @@ from ingress.admin_api import actions, schemas as s
 from ingress.admin_api.api import ApiError, actor, api_route
 from ingress.admin_api.context import admin_context
 from shared.clock import utcnow
-from shared.db import user_data
+from shared.config.prices import bills_by_day
+from shared.db import console_usage, user_data
 from shared.handoff.operator import SendRefused
 from shared.handoff.state import hand_back, take_over
 from shared.phone import normalize_number, phone_fragment
@@ -151,7 +152,8 @@ def usage(query: dict):
     if until < since or (until - since).days >= s.MAX_USAGE_DAYS:
         raise ApiError(400, "invalid_input", f"'to' must be on or after 'from', at most {s.MAX_USAGE_DAYS} days later")
     with _connection() as conn:
-        days = user_data.usage_per_day(conn, timezone=tenant.config.timezone,
-                                       since=_local_midnight(since, tenant.config.tz),
-                                       until=_local_midnight(until + timedelta(days=1), tenant.config.tz))
-    return {"days": days}
+        window = {"timezone": tenant.config.timezone, "since": _local_midnight(since, tenant.config.tz),
+                  "until": _local_midnight(until + timedelta(days=1), tenant.config.tz)}
+        days = user_data.usage_per_day(conn, **window)
+        bills = bills_by_day(console_usage.per_model(conn, **window), tenant.prices)  # cached tokens, billed cost
+    return {"days": [{**d, **bills[d["day"]].as_json()} for d in days]}

@@ -152,6 +152,10 @@ class UsageDay(Schema):
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
     users = fields.Integer(metadata={"description": "distinct users (erased users' calls count as none)"})
+    cached_prompt_tokens = fields.Integer(metadata={"description": "prompt tokens served from the provider's cache"})
+    billed_cost = fields.String(allow_none=True, metadata={
+        "description": "per the tenants file's prices (decimal text); null: a model in unpriced_models has none"})
+    unpriced_models = fields.List(fields.String())
 
 
 class Usage(Schema):

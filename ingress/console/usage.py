@@ -15,6 +15,7 @@ from ingress.admin_api.context import admin_context
 from ingress.console.auth import bp, signed_in
 from ingress.console.charts import NARROW, WIDE, Bar, bar_chart
 from shared.clock import utcnow
+from shared.config.prices import Bill, bill, bills_by_day
 from shared.config.tenants import Tenant
 from shared.db import console_usage
 from shared.db import usage as usage_repo
@@ -33,14 +34,16 @@ def _percentiles(latency: list | None) -> dict:
     return {name: None if v is None else round(v) for name, v in zip(("p50", "p95", "p99"), values)}
 
 
-def _days(rows: list[dict], first: date) -> list[dict]:
-    """One entry per day of the period, days without calls as zeros (a chart needs the gaps)."""
+def _days(rows: list[dict], first: date, bills: dict[date, Bill]) -> list[dict]:
+    """One entry per day of the period, days without calls as zeros (a chart needs the gaps), with its cached
+    prompt tokens and billed cost (None: a model without a price; shared.config.prices)."""
     by_day = {r["day"]: r for r in rows}
     out = []
     for n in range(DAYS):
         day = first + timedelta(days=n)
         row = by_day.get(day, {})
         out.append({"day": day.isoformat(), "calls": int(row.get("calls") or 0),
+                    **bills.get(day, Bill(0, 0)).as_json(),
                     "prompt_tokens": int(row.get("prompt_tokens") or 0),
                     "completion_tokens": int(row.get("completion_tokens") or 0),
                     "total_tokens": int(row.get("total_tokens") or 0),
@@ -68,12 +71,13 @@ def _numbers(tenant: Tenant) -> dict:
     with admin_context().pools.connection(tenant) as conn:
         rows = console_usage.daily(conn, timezone=tenant.config.timezone, since=since, until=until)
         whole = console_usage.period(conn, since=since, until=until)
+        models = console_usage.per_model(conn, timezone=tenant.config.timezone, since=since, until=until)
         budget = _budget(conn, tenant, now)
         failed = console_usage.failed_sends(conn, limit=FAILED_SHOWN)
     return {"since": first.isoformat(), "until": today.isoformat(), "timezone": tenant.config.timezone,
-            "days": _days(rows, first), "budget": budget, "failed": failed,
+            "days": _days(rows, first, bills_by_day(models, tenant.prices)), "budget": budget, "failed": failed,
             "period": {"calls": int(whole["calls"]), "total_tokens": int(whole["total_tokens"]),
-                       "latency_ms": _percentiles(whole["latency"])}}
+                       "latency_ms": _percentiles(whole["latency"]), **bill(models, tenant.prices).as_json()}}
 
 
 def _charts(days: list[dict]) -> dict[str, Markup]:

@@ -38,6 +38,7 @@ class LLMCall:
     purpose: str = "chat"
     entry: str = ""           # the configured provider entry that answered (primary, fallback, a row's name)
     passages: tuple[int, ...] = ()  # knowledge chunks the call's prompt carried (shared.conversation.engine)
+    cached_prompt_tokens: int = 0   # of prompt_tokens, those served from the provider's prompt cache (billed less)
 
 
 @dataclass

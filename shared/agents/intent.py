@@ -25,7 +25,8 @@ _DB = re.compile(
     r"what did i (tell|say)|do you remember)\b", re.I)
 _SMALLTALK = re.compile(
     r"^\s*(hi|hello|hey|hola|yo|good (morning|afternoon|evening|night)|thanks?( you)?|thank you|ok(ay)?|cool|"
-    r"great|bye|see you|how are you|who are you|what('s| is) your name|nice|lol|👍|🙏)\b[\s!.?]*", re.I)
+    r"great|bye|see you|how are you|who are you|what('s| is) your name|nice|lol|cheers|tell me a joke|👍|🙏)\b[\s!.?]*",
+    re.I)
 _STOP = {"get", "the", "for", "and", "with", "from", "this", "that", "current", "api", "list", "your", "about",
          "tool", "returns", "return", "data", "info", "information", "city", "given", "user"}
 
@@ -33,7 +34,9 @@ EXAMPLES = {
     "db": ["what's on my calendar", "add an appointment", "do I have anything on monday", "put it in my diary",
            "what did I tell you about my car", "i need to pick up the kids at 5", "my dentist is next week"],
     "smalltalk": ["how are you doing", "good night", "ok cool", "who made you", "you are funny", "nice one",
-                  "have a great day"],
+                  "have a great day", "tell me a joke", "I had a long day at work", "can you recommend a good book",
+                  "my favourite food is pizza by the way", "I think I'll take the bus instead",
+                  "that's a lot, I'm tired"],
 }
 SIMILARITY_THRESHOLD = 0.45
 
@@ -130,7 +133,7 @@ def _ask_llm(text: str, llm: LLMProvider, calls: list[LLMCall] | None, max_token
         provider, model = answered_by(result, llm)
         calls.append(LLMCall(provider, model, result.usage.prompt_tokens, result.usage.completion_tokens,
                              int((time.monotonic() - started) * 1000), (), "intent",
-                             answered_entry(result, llm)))
+                             answered_entry(result, llm), cached_prompt_tokens=result.usage.cached_prompt_tokens))
     word = re.findall(r"[a-z]+", (result.content or "").lower())
     name = word[0] if word and word[0] in ("smalltalk", "db", "http") else "unknown"
     return Intent(name, "llm", 0.5)

@@ -4,6 +4,8 @@ Tool failures and invalid arguments come back to the model as error results (it 
 step budget runs out, one last call without tools asks for a plain answer, so the user always gets a reply.
 When a tool has already acted (saved, set, deleted, called an API) and the model then fails to answer, the user
 is told what was done rather than an apology: the action commits with the reply, so the words must match it.
+A step whose calls all change something and all succeed ends the turn with the text the model wrote alongside
+them, if it wrote one (the prompt asks it to): a saved note or a set reminder costs one model call, not two.
 A call of a tool that needs the user's yes (shared.tools.confirmation) is not run: it is stored as the user's
 pending action and the turn ends with our question, word for word (the model does not get to rephrase it).
 """
@@ -40,7 +42,8 @@ def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dic
     latency = int((time.monotonic() - started) * 1000)
     provider, model = answered_by(result, request.llm)
     return result, LLMCall(provider, model, result.usage.prompt_tokens, result.usage.completion_tokens, latency,
-                           tuple(c.name for c in result.tool_calls), purpose, answered_entry(result, request.llm))
+                           tuple(c.name for c in result.tool_calls), purpose, answered_entry(result, request.llm),
+                           cached_prompt_tokens=result.usage.cached_prompt_tokens)
 
 
 def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> AgentResponse:
@@ -72,9 +75,15 @@ def run_tool_loop(request: AgentRequest, agent: str, tool_names: list[str]) -> A
                          "tool_calls": [{"id": c.id, "type": "function",
                                          "function": {"name": c.name, "arguments": c.arguments}}
                                         for c in result.tool_calls]})
+        before = len(acted)
         question = _run_calls(request, result.tool_calls, tool_names, messages, response, acted)
         if question is not None:
             response.text, response.awaiting_confirmation = question, True
+            return response
+        if (result.content or "").strip() and len(acted) - before == len(result.tool_calls):
+            # The model wrote its reply with the calls (prompt.WRITE_ACK_RULE) and every call was a write that
+            # succeeded: that reply stands, no second model call. A failed or read-only call is read first.
+            response.text = result.content.strip()
             return response
     # Out of steps: one call without tools for a plain answer.
     response.stopped_early = True

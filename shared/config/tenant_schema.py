@@ -114,6 +114,12 @@ class ConfigSchema(Schema):
     knowledge_min_similarity = Strict("fraction", load_default=0.35)
     knowledge_min_coverage = Strict("fraction", load_default=0.5)
     max_context_tokens = Strict("int", 200, 1_000_000, load_default=3000)  # prompt budget per LLM call
+    # Recent history per prompt, sized apart from the tool schemas (gating saves what it removes); older messages
+    # are folded into a rolling summary of at most summary_max_tokens (0: no summaries, older history is dropped).
+    history_budget_tokens = Strict("int", 100, 1_000_000, load_default=1500)
+    summary_max_tokens = Strict("int", 0, 4000, load_default=300)
+    smalltalk_history_tokens = Strict("int", 0, 1_000_000, load_default=250)  # small talk: a short window
+    smalltalk_memory_min_score = Strict("fraction", load_default=0.5)  # small talk carries memories this relevant
     daily_token_budget = Strict("int", 1, 10**12, load_default=None)  # None: unlimited
     max_tool_steps = Strict("int", 1, 20, load_default=6)                  # LLM calls per turn
     debounce_ms = Strict("int", 0, 60_000, load_default=1500)              # burst window answered as one turn

@@ -27,6 +27,7 @@ from shared.config.tenant_schema import (CONFIG_KEYS, ConfigSchema, ConfirmSchem
 # CONFIG_KEYS (the accepted `config:` keys) is re-exported: callers import it from here
 from shared.config.yaml_lines import describe_yaml_error, line_of, load_with_lines
 from shared.config.llm import LLMSettings, parse_llm_block  # LLMSettings re-exported: callers import it from here
+from shared.config.prices import ModelPrice, parse_prices
 from shared.phone import normalize_number
 from shared.config.settings import Settings, environment
 from shared.tools.mcp.spec import SEPARATOR, McpServerSpec, parse_mcp_servers
@@ -64,6 +65,10 @@ class TenantConfig:
     knowledge_min_similarity: float       # a passage grounds an answer at this cosine similarity to the question
     knowledge_min_coverage: float         # ... or when it holds this share of the question's words
     max_context_tokens: int               # prompt budget per LLM call: system + memories + history
+    history_budget_tokens: int            # recent history per prompt (tool schemas are counted apart)
+    summary_max_tokens: int               # the rolling summary of older history (0: none)
+    smalltalk_history_tokens: int         # history of a small-talk prompt
+    smalltalk_memory_min_score: float     # small talk carries a memory only this relevant
     daily_token_budget: int | None        # tokens per tenant-local day; None = unlimited
     max_tool_steps: int                   # LLM calls per turn before a graceful stop
     debounce_ms: int                      # messages within this window are answered as one turn
@@ -103,6 +108,7 @@ class Tenant:
     opt_out: OptOutSettings = field(default_factory=OptOutSettings)
     mcp_servers: tuple[McpServerSpec, ...] = field(default=(), repr=False)  # env and headers hold secrets
     confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
+    prices: Mapping[str, ModelPrice] = field(default_factory=dict)  # per model: the file's `prices:` + `llm.prices:`
 
 
 class TenantRegistry:
@@ -336,8 +342,21 @@ def _entry(doc: Any, index: int, env: Mapping[str, str], out: _Issues) -> tuple[
     return tid, doc
 
 
-def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Mapping[str, str]) -> Tenant | None:
-    """One entry of `tenants:`: the Tenant, or None with every mistake found in it recorded in `out`."""
+def _llm_prices(block: Any, where: str, out: _Issues) -> tuple[Any, dict[str, ModelPrice]]:
+    """The `llm:` block without its `prices:` (shared.config.prices), and those prices (mistakes recorded)."""
+    if not isinstance(block, dict) or "prices" not in block:
+        return block, {}
+    block = dict(block)
+    prices, errors = parse_prices(block.pop("prices"), f"{where}: llm.prices", ("llm", "prices"))
+    for err in errors:
+        out.add(err)
+    return block, prices
+
+
+def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Mapping[str, str],
+                 prices: Mapping[str, ModelPrice] | None = None) -> Tenant | None:
+    """One entry of `tenants:`: the Tenant, or None with every mistake found in it recorded in `out`. `prices`:
+    the file's top-level ones, which the tenant's `llm.prices` extend."""
     entry = _entry(doc, index, env, out)
     if entry is None:
         return None
@@ -349,7 +368,8 @@ def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Ma
     dsn = out.run(("db_dsn",), _dsn, doc, settings, tid, where)
     config, dim = _config(doc.get("config"), tid, where, out)
     model = out.run((), _str, doc, "embedding_model", where, settings.llm_model_embed) or settings.llm_model_embed
-    llm = out.run(("llm",), parse_llm_block, doc.get("llm"), settings, where=where, model_embed=model, env=env)
+    llm_block, own_prices = _llm_prices(doc.get("llm"), where, out)
+    llm = out.run(("llm",), parse_llm_block, llm_block, settings, where=where, model_embed=model, env=env)
     dim = out.run((), _dim, dim, model, where)
     choices = out.run((), _choices, doc, where)
     infobip = out.run(("infobip",), _infobip, doc.get("infobip"), settings, where)
@@ -368,7 +388,7 @@ def parse_tenant(doc: Any, settings: Settings, index: int, out: _Issues, env: Ma
                   vector_store=choices[0], enabled_agents=choices[1], config=config, llm=llm,
                   infobip_base_url=infobip[0], infobip_api_key=infobip[1], webhook_token=webhook_token,
                   templates=templates, embedding=embedding, http_tools=http_tools, handoff=handoff,
-                  opt_out=opt_out, mcp_servers=mcp_servers, confirm=confirm)
+                  opt_out=opt_out, mcp_servers=mcp_servers, confirm=confirm, prices={**(prices or {}), **own_prices})
 
 
 def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | None = None,
@@ -377,10 +397,11 @@ def parse_tenants(document: Any, settings: Settings, env: Mapping[str, str] | No
     env = environment() if env is None else env
     if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
         raise ConfigError("tenants file must have a top-level 'tenants:' list")
-    tenants, issues = [], []
+    prices, errors = parse_prices(document.get("prices"), "prices", ("prices",))
+    tenants, issues = [], [Issue(e.path, str(e), line_of(lines or {}, e.path)) for e in errors]
     for index, doc in enumerate(document["tenants"]):
         out = _Issues(index)
-        tenants.append(parse_tenant(doc, settings, index, out, env))
+        tenants.append(parse_tenant(doc, settings, index, out, env, prices))
         issues += [dataclasses.replace(i, line=line_of(lines or {}, i.path)) for i in out.found]
     if issues:
         raise TenantFileError(issues)

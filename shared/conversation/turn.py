@@ -208,7 +208,7 @@ def _write_usage(conn, user_id: int, request_id: str | None, calls: list) -> Non
         record_usage(conn, user_id=user_id, request_id=request_id, provider=call.provider, model=call.model,
                      prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
                      latency_ms=call.latency_ms, tools_used=list(call.tools_used), provider_entry=call.entry or None,
-                     knowledge_chunks=list(call.passages))
+                     knowledge_chunks=list(call.passages), cached_prompt_tokens=call.cached_prompt_tokens)
 
 
 def _record_usage(tenant: Tenant, uow: UnitOfWork, user_id: int, request_id: str | None, calls: list) -> None:
@@ -236,7 +236,7 @@ def run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int,
 
 def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_id: int, phone: str, rows: list[dict],
                    *, now: datetime, spoken: datetime, request_id: str | None,
-                   calls: list) -> tuple[str, dict[str, Any]]:
+                   calls: list, publish: Callable[..., Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The turn's answer and its log summary: the polite texts when nothing is readable or the day's budget is
     spent (no model call), otherwise the engine's answer read at the moment the user wrote (`spoken`)."""
     texts = [m["body"] for m in rows if m["body"]]
@@ -250,7 +250,8 @@ def _compose_reply(conn, tenant: Tenant, deps: TurnDeps, llm: LLMProvider, user_
     answer = respond(tenant=tenant, conn=conn, llm=llm, registry=deps.registry_for(tenant),
                      memory=deps.memory_for(tenant), user_id=user_id, phone=phone, text="\n".join(texts),
                      history=history, now=spoken, clock=clock_from(spoken, deps.clock), request_id=request_id,
-                     calls=calls, knowledge=deps.knowledge_for(tenant) if deps.knowledge_for else None)
+                     calls=calls, knowledge=deps.knowledge_for(tenant) if deps.knowledge_for else None,
+                     publish=publish)  # a summary update, published after the turn commits
     prompt = sum(c.prompt_tokens for c in answer.calls)
     completion = sum(c.completion_tokens for c in answer.calls)
     summary.update({"tools_used": answer.response.tools_used, "intent": answer.intent.name,
@@ -309,7 +310,7 @@ def _run_user_turn(tenant: Tenant, deps: TurnDeps, uow: UnitOfWork, user_id: int
         llm = deps.llm_for(tenant, conn)
         _transcribe(conn, tenant, deps, llm, rows, calls)
         reply, summary = _compose_reply(conn, tenant, deps, llm, user_id, phone, rows, now=now, spoken=spoken,
-                                        request_id=request_id, calls=calls)
+                                        request_id=request_id, calls=calls, publish=tx.publish_after_commit)
         _acknowledged(pending_ack)
         # the reply with what its turn did (`meta`: the Playground shows it), its outbox rows and the `answered`
         # marks commit together below: exactly-once reply

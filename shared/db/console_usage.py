@@ -1,5 +1,5 @@
 """SQL of the console's Usage page (issue 14): model calls, tokens and latency percentiles per tenant-local day,
-and the sends that failed. Reads only; the daily budget itself is read by shared.db.usage (the turn's check).
+tokens per day and model (for the billed cost, issue 17), and the sends that failed. Reads only; the daily budget itself is read by shared.db.usage (the turn's check).
 
 Functions take an open connection and never commit.
 """
@@ -23,6 +23,18 @@ def daily(conn: psycopg.Connection, *, timezone: str, since: datetime, until: da
                    sum(total_tokens) AS total_tokens,
                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms) AS latency
             FROM llm_usage WHERE created_at >= %s AND created_at < %s GROUP BY 1 ORDER BY 1
+        """, (timezone, since, until)).fetchall()
+
+
+def per_model(conn: psycopg.Connection, *, timezone: str, since: datetime, until: datetime) -> list[dict]:
+    """Per tenant-local day and model: prompt, cached prompt (migration 0020) and completion tokens, what the billed
+    cost is computed from (shared.config.prices.bills_by_day), oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("""
+            SELECT (created_at AT TIME ZONE %s)::date AS day, model, count(*) AS calls,
+                   sum(prompt_tokens) AS prompt_tokens, sum(cached_prompt_tokens) AS cached_prompt_tokens,
+                   sum(completion_tokens) AS completion_tokens
+            FROM llm_usage WHERE created_at >= %s AND created_at < %s GROUP BY 1, 2 ORDER BY 1, 2
         """, (timezone, since, until)).fetchall()
 
 

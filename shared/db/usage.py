@@ -32,16 +32,19 @@ def budget_spent(conn: psycopg.Connection, tenant: Tenant, now: datetime) -> boo
 def record_usage(conn: psycopg.Connection, *, user_id: int | None, request_id: str | None, provider: str,
                  model: str, prompt_tokens: int, completion_tokens: int, latency_ms: int,
                  tools_used: list[str], provider_entry: str | None = None,
-                 knowledge_chunks: list[int] | None = None) -> None:
+                 knowledge_chunks: list[int] | None = None, cached_prompt_tokens: int = 0) -> None:
     """One model call; `knowledge_chunks`: the business passages its prompt carried (migration 0014); marked
-    `playground` when its user is a playground user (migration 0017)."""
+    `playground` when its user is a playground user (migration 0017); `cached_prompt_tokens`: of its prompt
+    tokens, those the provider's prompt cache served (migration 0020; never more than the prompt)."""
     conn.execute(
         """
         INSERT INTO llm_usage (user_id, request_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
-                               latency_ms, tools_used, provider_entry, knowledge_chunks, playground)
+                               latency_ms, tools_used, provider_entry, knowledge_chunks, playground,
+                               cached_prompt_tokens)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                COALESCE((SELECT playground FROM users WHERE id = %s), false))
+                COALESCE((SELECT playground FROM users WHERE id = %s), false), %s)
         """,
         (user_id, request_id, provider, model, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
-         latency_ms, tools_used, provider_entry, knowledge_chunks or [], user_id),
+         latency_ms, tools_used, provider_entry, knowledge_chunks or [], user_id,
+         max(0, min(cached_prompt_tokens, prompt_tokens))),
     )

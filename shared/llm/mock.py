@@ -22,6 +22,12 @@ from shared.llm.timephrases import human_when, parse_when, strip_when
 _GREETING = re.compile(r"^\s*(hi|hello|hey|hola|good (morning|afternoon|evening))\b", re.I)
 _NOW = re.compile(r"Now it is \w+ (\d{4}-\d{2}-\d{2} \d{2}:\d{2})(?: \(([^)]+)\))?")
 _INTENT_PROMPT = re.compile(r"Classify the user's message", re.I)
+_SUMMARY_PROMPT = "You keep a running summary of a WhatsApp conversation"  # shared/conversation/summaries.py
+_WRITE_ACK = "also write your short reply to the user in that same message"  # shared/conversation/prompt.py
+_SUMMARY_HEADER = "Summary of the earlier conversation"
+_WRITES = ("upsert_item", "set_reminder")
+_STOPWORDS = {"the", "and", "you", "your", "what", "where", "when", "who", "how", "does", "did", "is", "are",
+              "that", "this", "with", "for", "have", "about", "tell", "said", "say", "my", "was", "can", "user"}
 
 
 def estimate_tokens(text: str) -> int:
@@ -92,6 +98,38 @@ def _from_passages(question: str, system: str) -> str | None:
     return f"{best[:400]} (source: {source})"
 
 
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in _STOPWORDS}
+
+
+def _summarise(body: str) -> str:
+    """An extractive summary, as a model following shared/conversation/summaries.py's prompt writes one: the
+    previous lines, then each new statement of the user that no tool saved (no "remember/remind/save/note",
+    no question, no small talk), each once."""
+    previous, _, new = body.partition("\n\nNew messages:\n")
+    lines = [x for x in previous.splitlines() if x.startswith("- ")]
+    for said in re.findall(r"^User: (.+)$", new, re.M):
+        said = said.strip()
+        if said.endswith("?") or len(said.split()) < 5 or \
+                re.search(r"\b(remember|remind|save|note|joke|weather)\b", said, re.I):
+            continue
+        line = f"- The user said: {said}"
+        if line not in lines:
+            lines.append(line)
+    return "\n".join(lines) or "- Nothing to keep yet."
+
+
+def _from_summary(question: str, system: str) -> str | None:
+    """The summary line sharing the most content words with the question, if any."""
+    if _SUMMARY_HEADER not in system:
+        return None
+    section = system.split(_SUMMARY_HEADER, 1)[1].split("\n\n", 1)[0]
+    lines = [x[2:].replace("The user said: ", "") for x in section.splitlines() if x.startswith("- ")]
+    asked = _words(question)
+    best = max(lines, key=lambda x: len(asked & _words(x)), default=None)
+    return best if best is not None and asked & _words(best) else None
+
+
 class MockProvider:
     name = "mock"
     supports_transcription = False  # voice notes get the polite "can't read" answer
@@ -114,14 +152,22 @@ class MockProvider:
             last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
             if _INTENT_PROMPT.search(system):
                 text, calls = self._classify(last_user), ()
+            elif _SUMMARY_PROMPT in system:
+                text, calls = _summarise(last_user), ()
             else:
                 calls = self._plan(last_user, _tool_names(tools), system)
-                text = None if calls else self._small_talk(last_user, system)
+                text = self._acknowledge(calls, system) if calls else self._small_talk(last_user, system)
         prompt = sum(estimate_tokens(json.dumps(m, default=str)) for m in messages)
         prompt += sum(estimate_tokens(json.dumps(t)) for t in tools or [])
         completion = estimate_tokens(text or "") + sum(estimate_tokens(c.arguments) + 5 for c in calls)
         return ChatResult(content=text, tool_calls=tuple(calls), usage=Usage(prompt, completion), model=self.model,
                           finish_reason="tool_calls" if calls else "stop")
+
+    def _acknowledge(self, calls: list[ToolCall], system: str) -> str | None:
+        """What a model that follows the prompt's write-ack rule writes alongside a save or a reminder."""
+        if _WRITE_ACK not in system or not all(c.name in _WRITES for c in calls):
+            return None
+        return "\n".join(self._describe(c.name, c.arguments, _now(system)) for c in calls)
 
     def _call(self, name: str, args: dict) -> ToolCall:
         digest = hashlib.sha1(f"{name}{json.dumps(args, sort_keys=True)}{self._calls}".encode()).hexdigest()[:12]
@@ -216,6 +262,9 @@ class MockProvider:
             return grounded
         memories = re.findall(r"^- (.+)$", system.split("What you know about this user", 1)[-1], re.M) \
             if "What you know about this user" in system else []
+        recalled = _from_summary(text, system)
+        if recalled:
+            return f"From our earlier conversation: {recalled}"
         if memories:
             return "Here is what I know: " + "; ".join(memories[:3])
         return f"You said: {text.strip()}"

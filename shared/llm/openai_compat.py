@@ -43,6 +43,26 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+def _cached_tokens(usage: Any) -> int:
+    """Prompt tokens the provider served from its prompt cache: OpenAI's `prompt_tokens_details.cached_tokens`,
+    DeepSeek's `prompt_cache_hit_tokens`; 0 when the server says neither (llama.cpp, Ollama, vLLM)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    if cached is None:
+        cached = getattr(usage, "prompt_cache_hit_tokens", None)
+    try:
+        return max(0, int(cached or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _usage(usage: Any) -> Usage:
+    if not usage:
+        return Usage()
+    prompt = usage.prompt_tokens or 0
+    return Usage(prompt, usage.completion_tokens or 0, min(prompt, _cached_tokens(usage)))
+
+
 def _no_null_content(message: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp answers HTTP 500 to `content: null` (an assistant message that only calls tools)."""
     return {**message, "content": ""} if message.get("content") is None else message
@@ -55,6 +75,25 @@ def tool_results_as_user(messages: Sequence[dict[str, Any]]) -> list[dict[str, A
     return [{"role": "user", "content": f"[result of {names.get(m.get('tool_call_id'), 'tool')}] "
                                         f"{m.get('content') or ''}"} if m.get("role") == "tool" else m
             for m in messages]
+
+
+def one_system_message(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with a single system message, first: system messages right after it are appended to it, later
+    ones put in front of the next user message (or, with none after them, sent as a user message)."""
+    out: list[dict[str, Any]] = []
+    pending: list[str] = []
+    for m in messages:
+        role = m.get("role")
+        if role == "system" and len(out) == 1 and out[0].get("role") == "system":  # right after the first
+            out[0] = {**out[0], "content": f"{out[0].get('content') or ''}\n\n{m.get('content') or ''}"}
+        elif role == "system" and out:
+            pending.append(str(m.get("content") or ""))
+        elif pending and role == "user":
+            out.append({**m, "content": "\n\n".join([*pending, str(m.get("content") or "")])})
+            pending = []
+        else:
+            out.append(m)
+    return out + ([{"role": "user", "content": "\n\n".join(pending)}] if pending else [])
 
 
 class OpenAICompatProvider:
@@ -149,6 +188,8 @@ class OpenAICompatProvider:
                      temperature: float | None, tool_choice: Any) -> dict[str, Any]:
         if self.preset.tool_results_as_user:
             messages = tool_results_as_user(messages)
+        if self.preset.single_system_message:
+            messages = one_system_message(messages)
         kwargs: dict[str, Any] = {"model": self.model, "messages": [_no_null_content(m) for m in messages]}
         if tools:
             kwargs["tools"] = simplified_tools(list(tools)) if self.tool_schema == "simple" else list(tools)
@@ -168,7 +209,7 @@ class OpenAICompatProvider:
             ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
             for c in (choice.message.tool_calls or []) if getattr(c, "function", None)
         )
-        usage = Usage(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0) if resp.usage else Usage()
+        usage = _usage(resp.usage)
         content = (choice.message.content or "").strip()
         if content and self.preset.unescape_html and "&" in content:
             content = html.unescape(content)
@@ -186,8 +227,7 @@ class OpenAICompatProvider:
         log.warning("LLM answered nothing; asking once more without tools", extra={
             "llm_provider": self.name, "llm_model": self.model, "finish_reason": result.finish_reason})
         second = self._complete(self._chat_kwargs([*messages, NUDGE], None, temperature, None))
-        usage = Usage(result.usage.prompt_tokens + second.usage.prompt_tokens,
-                      result.usage.completion_tokens + second.usage.completion_tokens)
+        usage = result.usage + second.usage
         if second.content or second.tool_calls:
             return replace(second, usage=usage)
         raise LLMError(f"{self.name} chat answered nothing, twice (finish_reason {second.finish_reason})",

@@ -11,6 +11,11 @@ vLLM needs `--enable-auto-tool-choice` on its side), a per-call output cap, and 
 - `tool_results_as_user`: llama-cpp-python's `chatml-function-calling` template renders system, user and
   assistant messages only, so a `tool` message's result never reaches the model: send it as a user message
   that names the tool instead.
+- `single_system_message`: the prompt has the system message first, then (issue 17, for the prefix cache) the
+  user's summary and, right before the new message, this turn's context as system messages of their own. Chat
+  templates of local servers (Gemma's, Mistral's) accept one system message, first, and raise on any other:
+  these servers get the summary folded into the first system message and the turn's context into the next user
+  message (what the model reads is the same, and the cacheable prefix ends at the same place).
 """
 from __future__ import annotations
 
@@ -27,15 +32,18 @@ class Preset:
     unescape_html: bool = False
     max_tokens_param: str = "max_tokens"
     tool_results_as_user: bool = False
+    single_system_message: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset(None, "gpt-4o-mini", transcription=True, max_tokens_param="max_completion_tokens"),
     "deepseek": Preset("https://api.deepseek.com", "deepseek-chat", has_embeddings=False),
-    "ollama": Preset("http://localhost:11434/v1", "llama3.1", tool_schema="simple", unescape_html=True),
-    "vllm": Preset("http://localhost:8000/v1", "", tool_schema="simple", unescape_html=True),
+    "ollama": Preset("http://localhost:11434/v1", "llama3.1", tool_schema="simple", unescape_html=True,
+                     single_system_message=True),
+    "vllm": Preset("http://localhost:8000/v1", "", tool_schema="simple", unescape_html=True,
+                   single_system_message=True),
     "llamacpp": Preset("http://localhost:8080/v1", "local-model", tool_schema="simple", unescape_html=True,
-                       tool_results_as_user=True),
+                       tool_results_as_user=True, single_system_message=True),
 }
 TOOL_SCHEMA_MODES = ("full", "simple")
 

@@ -5,7 +5,7 @@ by the turn).
 Guarantees of `forget_user`:
 - it takes the user's turn lock (shared.db.messages, the lock turns hold for their whole transaction) and so
   waits for a turn in flight to commit, then deletes what that turn wrote too; no turn runs while it deletes;
-- everything about the user goes: messages, memory items, reminders, outbound rows (texts and number), pending
+- everything about the user goes: messages, the conversation summary, memory items, reminders, outbound rows (texts and number), pending
   privacy requests, conversation events, delivery reports kept for the user's sends, and the user row (phone and
   name). Late work then finds nothing and recreates nothing: a send task finds no outbox row, a turn retry finds no
   pending message, writes that reference the user fail on the foreign key; a report that arrives later for one of
@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from shared.db import audit, messages, user_data
+from shared.db import summaries as summaries_db
 from shared.db.unit_of_work import Transaction
 from shared.delivery.outbox import queue_reply
 from shared.privacy.phrases import erasure_request_language, is_confirmation, question
@@ -67,6 +68,7 @@ def export_user(conn: psycopg.Connection, user_id: int, *, actor: str) -> dict |
         return None
     tables = {t: user_data.rows_of(conn, t, user_id) for t in EXPORT_TABLES
               if t != "conversation_events" or user_data.has_table(conn, t)}
+    tables["conversation_summaries"] = summaries_db.rows_for_export(conn, user_id)
     audit.record(conn, actor=actor, action="user.export", subject_hash=subject_hash(conn, user["phone"]),
                  detail={t: len(rows) for t, rows in tables.items()})
     return _jsonable({"user": user, **tables})
@@ -82,7 +84,9 @@ def forget_user(conn: psycopg.Connection, user_id: int, *, actor: str, now: date
     subject = subject_hash(conn, user["phone"])
     sends = user_data.forget_sends(conn, user_id)
     usage = user_data.anonymise_usage(conn, user_id)
+    summaries = summaries_db.delete_for_user(conn, user_id)  # (ON DELETE CASCADE too; counted here)
     counts = user_data.delete_rows(conn, user_id, user_data.has_table(conn, "conversation_events"))
+    counts["conversation_summaries"] = summaries
     user_data.purge_forgotten_ids(conn, now - FORGOTTEN_IDS_KEPT)
     detail = {**counts, "sends_forgotten": sends, "usage_rows_anonymised": usage}
     audit.record(conn, actor=actor, action="user.forget", subject_hash=subject, detail=detail)

@@ -11,7 +11,7 @@ from kombu import Queue
 from shared.config.settings import Settings
 from shared.queueing.redis_conn import broker_url
 
-QUEUE_NAMES = ("inbound", "outbound", "events", "scheduled", "knowledge")  # shared/queueing/tasks.py QUEUES, without the import
+QUEUE_NAMES = ("inbound", "outbound", "events", "scheduled", "knowledge", "summaries")  # shared/queueing/tasks.py QUEUES, without the import
 TASK_TIME_LIMIT = 330        # below the visibility timeout (thread pools do not enforce it; turns stop
 TASK_SOFT_TIME_LIMIT = 300   # taking tool steps after 120 s and model calls have their own timeouts)
 

@@ -23,7 +23,8 @@ QUEUE_OUTBOUND = "outbound"    # Infobip sends
 QUEUE_EVENTS = "events"        # delivery and seen reports
 QUEUE_SCHEDULED = "scheduled"  # celery beat work (reminders)
 QUEUE_KNOWLEDGE = "knowledge"  # knowledge documents embedded in batches, URL fetches, reindexes: long, few
-QUEUES = (QUEUE_INBOUND, QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SCHEDULED, QUEUE_KNOWLEDGE)
+QUEUE_SUMMARIES = "summaries"  # rolling conversation summaries: a model call each, never in a reply's way
+QUEUES = (QUEUE_INBOUND, QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SCHEDULED, QUEUE_KNOWLEDGE, QUEUE_SUMMARIES)
 
 TASK_HANDLE_INBOUND = "wabot.inbound.handle_message"
 TASK_RUN_TURN = "wabot.inbound.run_turn"
@@ -36,6 +37,7 @@ TASK_REDRIVE_ACCEPTED = "wabot.scheduled.redrive_accepted"
 TASK_BACKFILL_EMBEDDINGS = "wabot.scheduled.backfill_embeddings"
 TASK_RELEASE_IDLE_HANDOFFS = "wabot.scheduled.release_idle_handoffs"
 TASK_KNOWLEDGE_JOB = "wabot.knowledge.run_job"  # one knowledge_jobs row (shared/knowledge/jobs.py)
+TASK_UPDATE_SUMMARY = "wabot.summaries.update"  # one user's summary (shared/conversation/summaries.py)
 
 TASK_QUEUES = {
     TASK_HANDLE_INBOUND: QUEUE_INBOUND,
@@ -49,6 +51,7 @@ TASK_QUEUES = {
     TASK_BACKFILL_EMBEDDINGS: QUEUE_SCHEDULED,
     TASK_RELEASE_IDLE_HANDOFFS: QUEUE_SCHEDULED,
     TASK_KNOWLEDGE_JOB: QUEUE_KNOWLEDGE,
+    TASK_UPDATE_SUMMARY: QUEUE_SUMMARIES,
 }
 
 # Publishing must fail fast when Redis is down: the ingress then answers 503 and Infobip retries.

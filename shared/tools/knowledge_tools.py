@@ -18,9 +18,8 @@ NOTHING_FOUND = ("Nothing in the business's documents answers this. Say that you
 
 class SearchKnowledge(Tool):
     name = "search_knowledge"
-    description = ("Search the business's own documents (prices, opening hours, policies, products, FAQs) for "
-                   "passages that answer a question; each result names its source. Use it for questions about the "
-                   "business that the passages you were given do not answer.")
+    description = ("Search the business's documents (prices, hours, policies, products) for passages with their "
+                   "sources, when the given passages do not answer.")
     input_schema = {
         "type": "object",
         "properties": {

@@ -73,17 +73,17 @@ def _item_json(hit: MemoryHit, tz: tzinfo) -> dict:
 class UpsertItem(Tool):
     name = "upsert_item"
     done_phrase = "I saved it"
-    description = ("Save a note, event or task for this user, or change one of the user's items by giving its id. "
-                   "Events need starts_at. Times without an offset are in the business's time zone.")
+    description = ("Save the user's note, event or task, or change one by id. Events need starts_at; times "
+                   "without an offset are local.")
     input_schema = {
         "type": "object",
         "properties": {
-            "id": {"type": "integer", "minimum": 1, "description": "id of the user's item to change; omit to create"},
+            "id": {"type": "integer", "minimum": 1, "description": "item to change; omit to create"},
             "kind": {"type": "string", "enum": list(ITEM_KINDS)},
             "title": {"type": "string", "minLength": 1, "maxLength": 200},
             "content": {"type": "string", "maxLength": 4000, "description": "details"},
             "starts_at": {"type": "string", "minLength": 10, "maxLength": 40,
-                          "description": "ISO 8601 date-time, e.g. 2026-11-27T15:30 (events, task due times)"},
+                          "description": "ISO 8601, e.g. 2026-11-27T15:30"},
         },
         "required": ["kind", "title"],
         "additionalProperties": False,
@@ -130,7 +130,7 @@ class UpsertItem(Tool):
 
 class SearchMemory(Tool):
     name = "search_memory"
-    description = "Search this user's saved notes, events, tasks and memories, and the business's knowledge."
+    description = "Search the user's saved items and memories, and the business's knowledge."
     input_schema = {
         "type": "object",
         "properties": {
@@ -157,9 +157,8 @@ class SearchMemory(Tool):
 
 class ListEvents(Tool):
     name = "list_events"
-    description = ("List this user's events from start (included) to end (excluded), as dates or date-times in "
-                   "the business's time zone: Monday to Friday is start=Monday's date, end=Saturday's date; one "
-                   "day is start=end=that date. Default: this week, Monday 00:00 to next Monday 00:00.")
+    description = ("List the user's events from start to end (excluded), local dates or date-times; one day: "
+                   "start=end. Default: this week.")
     input_schema = {
         "type": "object",
         "properties": {
@@ -194,7 +193,7 @@ class ListEvents(Tool):
 class DeleteItem(Tool):
     name = "delete_item"
     done_phrase = "I deleted it"
-    description = "Delete one of this user's saved items by id."
+    description = "Delete a saved item by id."
     input_schema = {
         "type": "object",
         "properties": {"id": {"type": "integer", "minimum": 1}},

@@ -49,14 +49,13 @@ def _reminder(row: dict, tz: ZoneInfo) -> dict[str, Any]:
 class SetReminder(Tool):
     name = "set_reminder"
     done_phrase = "I set the reminder"
-    description = ("Schedule a WhatsApp reminder for the user. due_at is ISO 8601; without an offset it is the "
-                   "business's local time. Returns the reminder with its id.")
+    description = "Schedule a WhatsApp reminder; due_at is ISO 8601, local time without an offset."
     input_schema = {
         "type": "object",
         "properties": {
             "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
-                     "description": "What to remind the user of"},
-            "due_at": {"type": "string", "description": "When, ISO 8601, e.g. 2026-07-01T15:30"},
+                     "description": "what to remind of"},
+            "due_at": {"type": "string", "description": "e.g. 2026-07-01T15:30"},
         },
         "required": ["text", "due_at"],
         "additionalProperties": False,
@@ -79,7 +78,7 @@ class SetReminder(Tool):
 
 class ListReminders(Tool):
     name = "list_reminders"
-    description = "List the user's pending reminders, soonest first, with their ids."
+    description = "List the user's pending reminders with their ids."
     input_schema = {"type": "object", "properties": {}, "additionalProperties": False}
     annotations = ToolAnnotations(readOnlyHint=True)
 
@@ -92,7 +91,7 @@ class ListReminders(Tool):
 class CancelReminder(Tool):
     name = "cancel_reminder"
     done_phrase = "I cancelled the reminder"
-    description = "Cancel one of the user's pending reminders by its id (see list_reminders)."
+    description = "Cancel a pending reminder by id."
     input_schema = {
         "type": "object",
         "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1,
