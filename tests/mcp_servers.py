@@ -141,6 +141,14 @@ def shop(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def quiet_model(fake_openai):
+    """Imported by a test module: every test of it starts and ends with the fake model's script and log empty."""
+    fake_openai.reset()
+    yield
+    fake_openai.reset()
+
+
 def calls(record: Path) -> list[dict]:
     """The tool calls the server recorded, oldest first."""
     if not record.exists():

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import fresh_dsn
 from helpers import wait_for
-from mcp_servers import shop  # noqa: F401 (a fixture)
+from mcp_servers import quiet_model, shop  # noqa: F401 (fixtures)
 from mcp_servers import (Bot, Clock, HttpMcpServer, answer_with_tool_result, calls, chat_requests, make_tenant, offered,
                          says, tenant_doc, tool_results)
 from shared.config.tenants import TenantFileError, TenantRegistry, parse_tenants
@@ -41,13 +41,6 @@ def bot(settings, pg_url, fake_openai, shop):
     wait_for(lambda: {"time__get_current_time", "shop__lookup_order"} <= set(bot.registry.names("mcp")),
              what="both MCP servers listed")
     return bot
-
-
-@pytest.fixture(autouse=True)
-def quiet_model(fake_openai):
-    fake_openai.reset()
-    yield
-    fake_openai.reset()
 
 
 def test_the_time_reference_server_answers_what_time_it_is_in_tokyo(bot, fake_openai):

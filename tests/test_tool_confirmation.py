@@ -12,7 +12,7 @@ import pytest
 
 from conftest import fresh_dsn
 from helpers import wait_for
-from mcp_servers import shop  # noqa: F401 (a fixture)
+from mcp_servers import quiet_model, shop  # noqa: F401 (fixtures)
 from mcp_servers import Bot, Clock, calls, chat_requests, make_tenant, says, tenant_doc, tool_results
 from shared.tools.confirmation import is_no, is_yes
 
@@ -31,13 +31,6 @@ def bot(settings, pg_url, fake_openai, shop, weather_api):
     bot.registry.start(wait_seconds=20)
     wait_for(lambda: "shop__cancel_order" in bot.registry.names("mcp"), what="shop listed")
     return bot
-
-
-@pytest.fixture(autouse=True)
-def quiet_model(fake_openai):
-    fake_openai.reset()
-    yield
-    fake_openai.reset()
 
 
 def cancels(shop, order: str) -> list[dict]:
