@@ -9,6 +9,8 @@ tenants that differ only in their settings:
 - gated, no summary: the same with `summary_max_tokens: 0` (older history dropped);
 - ungated: every tool on every turn, budgets and summaries as the default;
 - naive: no gating, no budget (`max_context_tokens` and `history_budget_tokens` 1,000,000), no summaries.
+All four prefetch the reads the intent rules are sure of (`prefetch_reads`, on by default:
+shared/conversation/prefetch.py), so a schedule or reminders question is one model call.
 
 Each tenant has its own PostgreSQL database migrated with `migrate_tenant`; every turn runs in one transaction
 (the user message is stored, the engine answers, usage and the reply are stored, then commit), so history and

@@ -76,10 +76,15 @@ def test_seed_examples_end_to_end(tenant, tz, client, worker, sandbox, db, weath
                            (user,)).fetchone()
         usage = conn.execute("SELECT l.* FROM llm_usage l JOIN users u ON u.id = l.user_id WHERE u.phone = %s "
                              "ORDER BY l.id", (user,)).fetchall()
+        metas = [r["meta"] for r in conn.execute("SELECT m.meta FROM messages m JOIN users u ON u.id = m.user_id "
+                                                  "WHERE u.phone = %s AND m.role = 'assistant'", (user,))]
     assert rem["status"] == "pending" and rem["text"] == "call mom"
     assert rem["due_at"] == written + timedelta(hours=2)
     assert all(u["prompt_tokens"] > 0 and u["request_id"] for u in usage)
-    assert {"upsert_item", "list_events", "get_weather", "set_reminder"} <= {t for u in usage for t in u["tools_used"]}
+    # llm_usage names the tools each model call asked for; the schedule questions' list_events is prefetched
+    # (shared.conversation.prefetch: no model call asked for it), so the turns' meta names it
+    assert {"upsert_item", "get_weather", "set_reminder"} <= {t for u in usage for t in u["tools_used"]}
+    assert [m["tools_used"] for m in metas if "list_events" in m["tools_used"]] == [["list_events"]] * 2
     expected = ("mock", "mock-chat") if tenant == "alpha" else ("openai", "gpt-4o-mini")
     assert {(u["provider"], u["model"]) for u in usage} == {expected}
 

@@ -3,6 +3,7 @@ cheap small talk, and one model call for a turn that needs no tool result."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -124,9 +125,10 @@ class _Recording(MockProvider):
         return super().chat(messages, tools=tools, **kw)
 
 
-def test_a_save_is_one_model_call_a_question_about_saved_items_two(tenants):
+def test_a_save_is_one_model_call_a_question_about_saved_items_one_or_two(tenants):
     """The model writes its reply with a save (the prompt asks it to): the save succeeds and that reply stands.
-    A read needs its result, so it costs two calls, the second sharing the whole first prompt."""
+    A read the rules are sure of is prefetched (tests/test_prefetch.py): one call. Without the prefetch a read
+    needs its result, so it costs two calls, the second sharing the whole first prompt."""
     shop = tenants.require("alpha")
     llm = _Recording()
     with psycopg.connect(shop.db_dsn, row_factory=dict_row) as conn:
@@ -134,10 +136,13 @@ def test_a_save_is_one_model_call_a_question_about_saved_items_two(tenants):
         assert len(saved.calls) == 1 and saved.response.tools_used == ["upsert_item"]
         assert saved.text == "I've saved your dentist appointment for tomorrow at 2 PM as an event."
         listed = _turn(conn, shop, llm, "What do I have scheduled this week?", 2, NOW + timedelta(minutes=3))
+        assert len(listed.calls) == 1 and "Dentist appointment" in listed.text
+        assert llm.sent[-1][0] == llm.sent[-2][0], "same system prompt and tool schemas, byte for byte"
+        unfetched = replace(shop, config=replace(shop.config, prefetch_reads=False))
+        listed = _turn(conn, unfetched, llm, "What do I have scheduled this week?", 3, NOW + timedelta(minutes=6))
         assert len(listed.calls) == 2 and "Dentist appointment" in listed.text
         first, second = llm.sent[-2][1], llm.sent[-1][1]
         assert second[:len(first)] == first, "the tool loop's second call extends the first"
-        assert llm.sent[-2][0] == llm.sent[-3][0], "same system prompt and tool schemas, byte for byte"
 
 
 def test_the_new_settings_are_validated_with_their_names():

@@ -175,12 +175,12 @@ def test_every_config_key_is_a_typed_field_and_nothing_reads_config_by_string():
            "budget_exhausted_reply": "Later", "rate_limit_notice": "Slow down", "failure_reply": "Oops",
            "knowledge_passages": 2, "knowledge_min_similarity": 0.4, "knowledge_min_coverage": 1,
            "history_budget_tokens": 1000, "summary_max_tokens": 0, "smalltalk_history_tokens": 100,
-           "smalltalk_memory_min_score": 0.6}
+           "smalltalk_memory_min_score": 0.6, "prefetch_reads": False}
     assert set(cfg) == CONFIG_KEYS
     t = parse(tenant(config=cfg)).require("shop")
     assert t.config.tool_gating is False and t.config.mark_read is False
     assert t.config.unreadable_message_reply == "Sorry!" and t.config.rate_limit_user == "5/minute"
-    assert t.config.rag_enabled is False and t.config.max_tool_steps == 3
+    assert t.config.rag_enabled is False and t.config.max_tool_steps == 3 and t.config.prefetch_reads is False
     assert (t.config.knowledge_passages, t.config.knowledge_min_similarity, t.config.knowledge_min_coverage) \
         == (2, 0.4, 1.0)
     # `key:` with no value leaves the default in force

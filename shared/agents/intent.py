@@ -22,7 +22,7 @@ _DB = re.compile(
     r"\b(remind|reminders?|remember|save|note|notes|schedul\w*|agenda|calendar|appointments?|events?|meetings?|"
     r"what do i have|am i (doing|busy)|forget|delete|remove|cancel|birthday|to-?do|tasks?|plans?|"
     r"tomorrow|tonight|next week|this week|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-    r"what did i (tell|say)|do you remember)\b", re.I)
+    r"what did i (tell|say)|do you remember|what do you (know|remember) about)\b", re.I)
 _SMALLTALK = re.compile(
     r"^\s*(hi|hello|hey|hola|yo|good (morning|afternoon|evening|night)|thanks?( you)?|thank you|ok(ay)?|cool|"
     r"great|bye|see you|how are you|who are you|what('s| is) your name|nice|lol|cheers|tell me a joke|👍|🙏)\b[\s!.?]*",
@@ -39,6 +39,46 @@ EXAMPLES = {
                   "that's a lot, I'm tired"],
 }
 SIMILARITY_THRESHOLD = 0.45
+
+
+# Reads the rules are sure of (shared.conversation.prefetch runs them before the first model call): a question
+# about the user's schedule, reminders or earlier notes that asks for nothing to change. The message, minus its
+# read phrase, must name no write ("remind me", "save", "cancel", ...): "remember my dentist tomorrow" is a save.
+_READS = (
+    ("memory", re.compile(r"\b(what did i (tell|say|mention)( to)?( you)?|do you remember|"
+                          r"what do you (know|remember)( about)?)\b", re.I)),
+    ("reminders", re.compile(r"\b(my|any|pending|which|what|list|show)( pending)? reminders\b|"
+                             r"\breminders do i have\b", re.I)),
+    ("events", re.compile(r"\b(what do i have|what have i got|what am i doing|am i (busy|free)|"
+                          r"what'?s on|what is on|do i have anything|anything (on|scheduled|planned)|"
+                          r"my (schedule|agenda|calendar|events|appointments|plans))\b", re.I)),
+)
+_WRITE = re.compile(r"\b(remind me|remember|save|note|add|put|book|set|cancel|delete|remove|forget|change|move|"
+                    r"reschedule|update|don'?t)\b", re.I)
+_TOPIC_LEAD = re.compile(r"^\s*(about|regarding)\s+", re.I)
+
+
+def read_kinds(text: str) -> tuple[str, ...]:
+    """What the message surely asks to read ("events", "reminders", "memory"), by rules; () when it is not
+    clearly a read (a write, or a read phrase inside something else). Long messages are never sure."""
+    if len(text) > 300:
+        return ()
+    found = [(kind, m) for kind, pattern in _READS for m in [pattern.search(text)] if m]
+    if not found:
+        return ()
+    rest = text
+    for _, m in found:
+        rest = rest.replace(m.group(0), " ")
+    return () if _WRITE.search(rest) else tuple(kind for kind, _ in found)
+
+
+def memory_topic(text: str) -> str:
+    """What a question about earlier notes is about: "What did I tell you about my car?" -> "my car"; the whole
+    message when it names nothing after its read phrase."""
+    m = _READS[0][1].search(text)
+    rest = text[m.end():] if m else text
+    rest = _TOPIC_LEAD.sub("", rest, count=1).strip(" ?.!,")
+    return rest if re.search(r"\w", rest) else text.strip()
 
 
 def http_keywords(descriptions: Iterable[tuple[str, str]]) -> set[str]:

@@ -129,6 +129,9 @@ class ConfigSchema(Schema):
     mark_read = Strict("bool", load_default=True)
     typing_indicator = Strict("bool", load_default=True)
     tool_gating = Strict("bool", load_default=True)
+    # A read the intent rules are sure of (the schedule, reminders, earlier notes) runs before the first model
+    # call and its result goes into the turn's context: one model call instead of two (shared.conversation.prefetch).
+    prefetch_reads = Strict("bool", load_default=True)
     unreadable_message_reply = _reply()
     budget_exhausted_reply = _reply()
     rate_limit_notice = _reply()

@@ -77,6 +77,7 @@ class TenantConfig:
     mark_read: bool                       # blue ticks on each inbound message
     typing_indicator: bool
     tool_gating: bool                     # False: every enabled tool on every turn
+    prefetch_reads: bool                  # a sure read runs before the first model call (conversation.prefetch)
     unreadable_message_reply: str | None  # None: the built-in text of each reply
     budget_exhausted_reply: str | None
     rate_limit_notice: str | None

@@ -7,6 +7,10 @@ starts clean. (Side effects of a tenant's HTTP and MCP tools on other systems ca
 A tool call waiting for the user's yes is settled first, before any model call (shared.tools.confirmation): a yes
 runs it and the model reports the result; "no" or a late yes gets our own answer; anything else cancels it and
 the message is answered as usual.
+
+A read the intent rules are sure of ("what do I have scheduled this week?", "what reminders do I have?") runs
+before the first model call and its result goes into the turn's context (shared.conversation.prefetch): the model
+answers in one call instead of two, and the prefetched call is in the turn's `tools_used` like a model's.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import psycopg
 from shared.agents.base import AgentRequest, AgentResponse, Intent, LLMCall, Route
 from shared.agents.intent import classify, http_keywords
 from shared.agents.registry import orchestrator_for
-from shared.conversation import summaries
+from shared.conversation import prefetch, summaries
 from shared.conversation.prompt import Knowledge, Prompt, build_prompt
 from shared.llm.base import LLMError, LLMProvider
 from shared.config.tenants import Tenant
@@ -130,7 +134,8 @@ def _memories(tenant: Tenant, conn: psycopg.Connection, memory: "MemoryStore | N
 
 def _build(tenant: Tenant, conn: psycopg.Connection, registry: "ToolRegistry", memory: "MemoryStore | None",
            user_id: int, text: str, history: Sequence[dict[str, Any]], now: datetime, intent: Intent, route: Route,
-           hits: list["KnowledgeHit"] | None, publish: Callable[..., Any] | None) -> Prompt:
+           hits: list["KnowledgeHit"] | None, publish: Callable[..., Any] | None,
+           prefetched: Sequence[prefetch.Prefetched] = ()) -> Prompt:
     """The turn's prompt (layout: shared/conversation/prompt.py). Small talk (gated, no tools offered): short
     system prompt, short window. The history budget is the tenant's own, apart from the tool schemas; the whole
     still fits `max_context_tokens` with them. Asks for a summary update when history outgrew its budget."""
@@ -144,12 +149,31 @@ def _build(tenant: Tenant, conn: psycopg.Connection, registry: "ToolRegistry", m
     searched = hits is not None and intent.name != "smalltalk"
     hits = hits or []
     return build_prompt(tenant, now, rows, text, _memories(tenant, conn, memory, user_id, text, small_talk),
-                        budget=prompt_budget(cfg.max_context_tokens, registry.openai_schemas(route.offered),
-                                             counter_for(tenant.llm.model_chat)),  # the model's own tokeniser
+                        budget=_budget(tenant, registry, route),
                         knowledge=Knowledge(tuple((h.citation(), h.text) for h in hits), searched),
                         summary=summary.text,
                         history_budget=cfg.smalltalk_history_tokens if small_talk else cfg.history_budget_tokens,
-                        small_talk=small_talk)
+                        small_talk=small_talk, prefetched=[(p.tool, p.arguments, p.content) for p in prefetched])
+
+
+def _budget(tenant: Tenant, registry: "ToolRegistry", route: Route) -> int:
+    """Tokens for the messages once the offered tool schemas are counted, by the model's own tokeniser."""
+    return prompt_budget(tenant.config.max_context_tokens, registry.openai_schemas(route.offered),
+                         counter_for(tenant.llm.model_chat))
+
+
+def _prefetch(ctx: ToolContext, registry: "ToolRegistry", text: str, intent: Intent, route: Route,
+              now: datetime) -> list[prefetch.Prefetched]:
+    """The reads the rules are sure of, run before the first model call (shared.conversation.prefetch); their
+    results together within half the prompt's budget (about 4 characters a token), each within a tool result's
+    cap. They cost fewer tokens than the second model call they save, which would re-send the whole prompt."""
+    reads = prefetch.plan(ctx, registry, text, intent, route.offered, now)
+    if not reads:
+        return []
+    done = prefetch.run(ctx, registry, reads, limit=2 * _budget(ctx.tenant, registry, route) // len(reads))
+    log.info("reads prefetched", extra={"tools": [p.tool for p in done],
+                                        "errors": sum(1 for p in done if p.is_error)})
+    return done
 
 
 def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, registry: "ToolRegistry",
@@ -177,7 +201,9 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
     # search_knowledge is offered only to tenants with documents: a tool that can find nothing costs tokens
     route = Route(None, ()) if confirmed else orchestrator.route(
         intent.name, registry, tenant.config.tool_gating, hidden=() if has_documents else (SEARCH_KNOWLEDGE,))
-    prompt = _build(tenant, conn, registry, memory, user_id, text, history, now, intent, route, hits, publish)
+    prefetched = [] if confirmed else _prefetch(ctx, registry, text, intent, route, now)
+    prompt = _build(tenant, conn, registry, memory, user_id, text, history, now, intent, route, hits, publish,
+                    prefetched)
     passages = [_passage_record(h) for h in (hits or [])[:prompt.passages_used]]
     if passages:
         log.info("knowledge passages in the prompt", extra={"passages": passages})
@@ -187,6 +213,7 @@ def respond(*, tenant: Tenant, conn: psycopg.Connection, llm: LLMProvider, regis
                            deadline=started + TURN_DEADLINE_SECONDS)
     first_answering_call = len(calls)
     response = _answer_confirmed(orchestrator, request, settled) if confirmed else orchestrator.handle(request, route)
+    response.tools_used = [p.tool for p in prefetched] + response.tools_used  # logged like the model's calls
     ids = tuple(p["chunk_id"] for p in passages)
     for i in range(first_answering_call, len(calls)):
         calls[i] = dataclasses.replace(calls[i], passages=ids)

@@ -3,7 +3,9 @@
 It speaks through the same tool-calling loop as a real model: from the user's words it returns OpenAI-format
 tool calls (only for tools it was offered), then reads the tool results and writes the final text from them.
 It understands the seed examples ("Remember I have a dentist appointment tomorrow at 2 PM", "What do I have
-scheduled this week?", "What's the weather like?"), "remind me ...", and relative dates.
+scheduled this week?", "What's the weather like?"), "remind me ...", and relative dates. When the context holds
+the results of reads run for the message (shared.conversation.prefetch) that cover what it would ask for, it
+answers from them in one call, as a real model would; otherwise it calls the tools itself.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ _INTENT_PROMPT = re.compile(r"Classify the user's message", re.I)
 _SUMMARY_PROMPT = "You keep a running summary of a WhatsApp conversation"  # shared/conversation/summaries.py
 _WRITE_ACK = "also write your short reply to the user in that same message"  # shared/conversation/prompt.py
 _SUMMARY_HEADER = "Summary of the earlier conversation"
+_PREFETCH_HEADER = "Looked up for this message before you were asked"  # shared/conversation/prompt.py
+_PREFETCH_LINE = re.compile(r"^- ([\w-]+)\((.*?)\) returned: (.*)$", re.M)
 _WRITES = ("upsert_item", "set_reminder")
 _STOPWORDS = {"the", "and", "you", "your", "what", "where", "when", "who", "how", "does", "did", "is", "are",
               "that", "this", "with", "for", "have", "about", "tell", "said", "say", "my", "was", "can", "user"}
@@ -87,6 +91,7 @@ def _from_passages(question: str, system: str) -> str | None:
     if _KNOWLEDGE_START not in system:
         return None
     section = system.split(_KNOWLEDGE_START, 1)[1].split("\n\nWhat you know about this user", 1)[0]
+    section = section.split("\n\n" + _PREFETCH_HEADER, 1)[0]
     found = list(_PASSAGE.finditer(section))
     if not found:
         return DONT_KNOW
@@ -130,6 +135,49 @@ def _from_summary(question: str, system: str) -> str | None:
     return best if best is not None and asked & _words(best) else None
 
 
+def _prefetched(system: str) -> dict[str, list[tuple[dict, Any]]]:
+    """The reads the context says were run for this message: tool -> [(arguments, result)], results as JSON."""
+    if _PREFETCH_HEADER not in system:
+        return {}
+    section = system.split(_PREFETCH_HEADER, 1)[1].split("\n\n", 1)[0]
+    found: dict[str, list[tuple[dict, Any]]] = {}
+    for m in _PREFETCH_LINE.finditer(section):
+        try:
+            found.setdefault(m.group(1), []).append((json.loads(m.group(2)), json.loads(m.group(3))))
+        except ValueError:
+            continue
+    return found
+
+
+def _covering(call: ToolCall, reads: list[tuple[dict, Any]]) -> Any:
+    """The prefetched result that answers `call`, as the result the call would have given; None when none does
+    (a failed or cut result, or events of other dates: then the model reads for itself)."""
+    for args, data in reads:
+        if not isinstance(data, dict) or data.get("isError") or data.get("truncated"):
+            continue
+        if call.name != "list_events":
+            return data
+        wanted, had = json.loads(call.arguments), args
+        if had.get("start", "~") <= wanted.get("start", "") and wanted.get("end", "~") <= had.get("end", ""):
+            events = [e for e in data.get("events") or []
+                      if wanted["start"] <= str(e.get("starts_at") or "")[:10] < wanted["end"]]
+            return {**data, "start": wanted["start"], "end": wanted["end"], "count": len(events), "events": events}
+    return None
+
+
+def _from_prefetched(calls: list[ToolCall], system: str) -> str | None:
+    """What a model answers when every read it would ask for was run for it (shared.conversation.prefetch): its
+    answer from those results, in one call; None when any call is not covered (it then calls the tools)."""
+    reads = _prefetched(system)
+    if not reads:
+        return None
+    results = [_covering(c, reads.get(c.name, [])) for c in calls]
+    if any(r is None for r in results):
+        return None
+    now = _now(system)
+    return "\n".join(MockProvider._describe(c.name, json.dumps(r), now) for c, r in zip(calls, results))
+
+
 class MockProvider:
     name = "mock"
     supports_transcription = False  # voice notes get the polite "can't read" answer
@@ -156,7 +204,11 @@ class MockProvider:
                 text, calls = _summarise(last_user), ()
             else:
                 calls = self._plan(last_user, _tool_names(tools), system)
-                text = self._acknowledge(calls, system) if calls else self._small_talk(last_user, system)
+                text = _from_prefetched(calls, system) if calls else None
+                if text is not None:  # the reads it would ask for are in the context already: answer from them
+                    calls = []
+                else:
+                    text = self._acknowledge(calls, system) if calls else self._small_talk(last_user, system)
         prompt = sum(estimate_tokens(json.dumps(m, default=str)) for m in messages)
         prompt += sum(estimate_tokens(json.dumps(t)) for t in tools or [])
         completion = estimate_tokens(text or "") + sum(estimate_tokens(c.arguments) + 5 for c in calls)
