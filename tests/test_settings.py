@@ -2,7 +2,8 @@
 import pytest
 
 from shared.errors import ConfigError
-from shared.config.settings import load_settings
+from shared.config.settings import QUEUES, READY_QUEUES_DEFAULT, load_settings
+from shared.queueing.tasks import QUEUES as TASK_QUEUES
 
 BASE = {"REDIS_URL": "redis://127.0.0.1:6379/0", "WEBHOOK_VERIFY_TOKEN": "s3cret-token-value"}
 
@@ -114,3 +115,13 @@ def test_settings_are_grouped_by_concern():
     assert s.infobip.retry_base_seconds == 0.5 and str(s.database.migrations_dir) == "/srv/migrations"
     assert s.embeddings.api_key == "emb-secret" and "emb-secret" not in repr(s.embeddings)
     assert s.llm.provider == "mock" and s.database.pool_max == 20
+
+
+def test_ready_queues_know_every_queue_and_wait_for_summaries_only_when_asked():
+    assert set(QUEUES) == set(TASK_QUEUES)  # settings cannot import the queueing package: kept equal here
+    assert load_settings(BASE, dotenv=False).ready_queues == READY_QUEUES_DEFAULT
+    assert "summaries" not in READY_QUEUES_DEFAULT
+    assert load_settings({**BASE, "READY_QUEUES": "inbound,summaries"}, dotenv=False).ready_queues == \
+        ("inbound", "summaries")
+    with pytest.raises(ConfigError, match="READY_QUEUES: unknown queue 'inbox'"):
+        load_settings({**BASE, "READY_QUEUES": "inbox"}, dotenv=False)

@@ -25,7 +25,9 @@ from shared.phone import normalize_number
 LLM_PROVIDERS = ("openai", "deepseek", "ollama", "vllm", "llamacpp", "mock")
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 DEFAULT_INFOBIP_RETRY_BASE = 2.0  # seconds: the first wait of an Infobip send's backoff (infobip/retry.py)
-READY_QUEUES_DEFAULT = ("inbound", "outbound", "events", "scheduled", "knowledge")  # shared/queueing/tasks.py QUEUES
+QUEUES = ("inbound", "outbound", "events", "scheduled", "knowledge", "summaries")  # = shared/queueing/tasks.py QUEUES
+# A missing summary worker delays no reply: readiness does not wait for one unless READY_QUEUES names it.
+READY_QUEUES_DEFAULT = tuple(q for q in QUEUES if q != "summaries")
 T = TypeVar("T")
 
 
@@ -256,9 +258,9 @@ def _queues(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if raw is None:
         return READY_QUEUES_DEFAULT
     queues = tuple(dict.fromkeys(q.strip() for q in raw.split(",") if q.strip()))
-    unknown = [q for q in queues if q not in READY_QUEUES_DEFAULT]
+    unknown = [q for q in queues if q not in QUEUES]
     if unknown:
-        raise ConfigError(f"{name}: unknown queue {unknown[0]!r} (known: {', '.join(READY_QUEUES_DEFAULT)})")
+        raise ConfigError(f"{name}: unknown queue {unknown[0]!r} (known: {', '.join(QUEUES)})")
     return queues
 
 
