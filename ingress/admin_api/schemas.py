@@ -240,13 +240,17 @@ class KnowledgeEmbedding(Schema):
     reindex_needed = fields.Boolean()
 
 
-class KnowledgeChunk(Schema):
-    id = fields.Integer()
-    ordinal = fields.Integer()
+class KnowledgePassage(Schema):
+    """What a stored chunk and a search hit both carry: the text and where it sits in its document."""
     heading_path = fields.List(fields.String())
     page_start = fields.Integer(allow_none=True)
     page_end = fields.Integer(allow_none=True)
     text = fields.String()
+
+
+class KnowledgeChunk(KnowledgePassage):
+    id = fields.Integer()
+    ordinal = fields.Integer()
 
 
 class KnowledgeDocument(Schema):
@@ -278,14 +282,10 @@ class KnowledgeRemoved(Schema):
     removed = fields.Boolean()
 
 
-class KnowledgeHit(Schema):
+class KnowledgeHit(KnowledgePassage):
     chunk_id = fields.Integer()
     source = fields.String()
     title = fields.String()
-    heading_path = fields.List(fields.String())
-    page_start = fields.Integer(allow_none=True)
-    page_end = fields.Integer(allow_none=True)
-    text = fields.String()
     score = fields.Float()
     matched = fields.List(fields.String())
     similarity = fields.Float(allow_none=True)
