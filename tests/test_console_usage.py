@@ -4,7 +4,7 @@ send Infobip refused with its reason; on a phone screen too; another tenant's us
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 import requests
@@ -20,11 +20,21 @@ def _signed_in(page, web, stack_env, tenant_id: str = "alpha") -> None:
     page.wait_for_url(re.compile(r"/console/t/.+/conversations$"))
 
 
-def _today_tokens(conn, tenant) -> int:
-    local = datetime.now(timezone.utc).astimezone(tenant.config.tz)
-    since = datetime.combine(local.date(), time(0), tzinfo=tenant.config.tz)
-    return conn.execute("SELECT coalesce(sum(total_tokens), 0) AS n FROM llm_usage WHERE created_at >= %s",
-                        (since,)).fetchone()["n"]
+def _local_day(moment: datetime, tenant) -> date:
+    return moment.astimezone(tenant.config.tz).date()
+
+
+def _tokens_on(conn, tenant, day: date) -> int:
+    """The tenant's tokens of one local day."""
+    since = datetime.combine(day, time(0), tzinfo=tenant.config.tz)
+    return conn.execute("SELECT coalesce(sum(total_tokens), 0) AS n FROM llm_usage WHERE created_at >= %s "
+                        "AND created_at < %s", (since, since + timedelta(days=1))).fetchone()["n"]
+
+
+def _page_today(page) -> date:
+    """The usage page's "today": its newest day row."""
+    return date.fromisoformat(max(page.locator("#days tr[data-day]").evaluate_all(
+        "rows => rows.map(r => r.dataset.day)")))
 
 
 def _turn(web: str, user: str, text: str) -> None:
@@ -61,18 +71,25 @@ def test_the_usage_page_shows_turns_latency_budget_and_a_refused_send(web, worke
         wait_for(lambda: conn.execute("SELECT 1 FROM outbound_messages o JOIN users u ON u.id = o.user_id "
                                       "WHERE u.phone = %s AND o.status = 'sent'", (ok_user,)).fetchone(),
                  30, what="the other reply sent")
-        turns = conn.execute("SELECT count(*) AS n FROM llm_usage u JOIN users s ON s.id = u.user_id "
-                             "WHERE s.phone = ANY(%s)", ([ok_user, refused_user],)).fetchone()["n"]
-        today = _today_tokens(conn, tenants.require("alpha"))
-    assert turns >= 2 and today > 0
+        rows = conn.execute("SELECT u.created_at FROM llm_usage u JOIN users s ON s.id = u.user_id "
+                            "WHERE s.phone = ANY(%s)", ([ok_user, refused_user],)).fetchall()
+    alpha = tenants.require("alpha")
+    turn_day = _local_day(max(r["created_at"] for r in rows), alpha)
+    assert len(rows) >= 2
 
     _signed_in(page, web, stack_env)
     page.click("header nav >> text=Usage")
     page.wait_for_url(re.compile(r"/console/t/alpha/usage$"))
+    # "today" is the page's own (a moved clock may cross midnight between the turns and the page)
+    page_today = _page_today(page)
+    assert page_today in (turn_day, turn_day + timedelta(days=1))
+    with db("alpha") as conn:
+        today, on_turn_day = _tokens_on(conn, alpha, page_today), _tokens_on(conn, alpha, turn_day)
+    assert on_turn_day > 0
     assert page.get_attribute("[data-used-today]", "data-used-today") == str(today)
     assert "unlimited" in page.text_content("#budget")  # alpha has no daily budget
-    local_today = datetime.now(timezone.utc).astimezone(tenants.require("alpha").config.tz).date().isoformat()
-    assert page.text_content(f"#days tr[data-day='{local_today}'] .total") == str(today)
+    assert page.text_content(f"#days tr[data-day='{page_today.isoformat()}'] .total") == str(today)
+    assert page.text_content(f"#days tr[data-day='{turn_day.isoformat()}'] .total") == str(on_turn_day)
     # the charts are server-drawn SVG: 30 bars each, today's bar carrying today's tokens
     assert page.locator("#tokens-chart svg.wide rect.bar").count() == 30 and page.is_visible("#tokens-chart svg.wide")
     assert page.get_attribute("#tokens-chart svg.wide rect.bar >> nth=-1", "data-value") == str(today)
@@ -104,7 +121,7 @@ def test_a_spent_budget_shows_on_a_phone(web, db, tenants, stack_env, page, delt
     _signed_in(page, web, stack_env, "delta")
     page.goto(f"{web}/console/t/delta/usage")
     with db("delta") as conn:
-        today = _today_tokens(conn, tenants.require("delta"))
+        today = _tokens_on(conn, tenants.require("delta"), _page_today(page))
     assert page.get_attribute("[data-used-today]", "data-used-today") == str(today)
     assert f"of {delta_spent:,} tokens used today" in page.text_content("#budget")
     assert page.is_visible(".budget-spent") and page.get_attribute("meter", "max") == str(delta_spent)
