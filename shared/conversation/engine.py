@@ -153,7 +153,8 @@ def _build(tenant: Tenant, conn: psycopg.Connection, registry: "ToolRegistry", m
                         knowledge=Knowledge(tuple((h.citation(), h.text) for h in hits), searched),
                         summary=summary.text,
                         history_budget=cfg.smalltalk_history_tokens if small_talk else cfg.history_budget_tokens,
-                        small_talk=small_talk, prefetched=[(p.tool, p.arguments, p.content) for p in prefetched])
+                        small_talk=small_talk, prefetched=[(p.tool, p.arguments, p.content) for p in prefetched],
+                        count=counter_for(tenant.llm.model_chat))
 
 
 def _budget(tenant: Tenant, registry: "ToolRegistry", route: Route) -> int:

@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from shared.config.tenants import Tenant
-from shared.conversation.tokens import MIN_CLIP_TOKENS, clip_text, estimate_message, estimate_messages, estimate_text
+from shared.conversation.tokens import (MIN_CLIP_TOKENS, TokenCounter, clip_text, estimate_message, estimate_messages,
+                                        estimate_text)
 
 MEMORY_HEADER = "What you know about this user (from earlier conversations):"
 KNOWLEDGE_HEADER = ("From the business's documents (answer questions about the business from these passages only, "
@@ -113,16 +114,17 @@ def turn_context(tenant: Tenant, now: datetime, memories: Sequence[str] = (),
     return text
 
 
-def _passages_within(passages: Sequence[tuple[str, str]], room: int) -> list[tuple[str, str]]:
+def _passages_within(passages: Sequence[tuple[str, str]], room: int, count: TokenCounter = estimate_text
+                     ) -> list[tuple[str, str]]:
     """The best passages that fit `room` tokens whole, in rank order; the best one clipped when even it does not
     (a passage cut in the middle may lose the very fact, so the others stay whole or stay out)."""
     kept: list[tuple[str, str]] = []
     used = 0
     for source, text in passages:
-        cost = estimate_text(source) + estimate_text(text) + 4
+        cost = count(source) + count(text) + 4
         if used + cost > room:
             if not kept:
-                kept.append((source, clip_text(text, max(MIN_CLIP_TOKENS, room - estimate_text(source) - 4))))
+                kept.append((source, clip_text(text, max(MIN_CLIP_TOKENS, room - count(source) - 4), count)))
             break
         kept.append((source, text))
         used += cost
@@ -130,28 +132,30 @@ def _passages_within(passages: Sequence[tuple[str, str]], room: int) -> list[tup
 
 
 def _fit_context(tenant: Tenant, now: datetime, memories: list[str], knowledge: Knowledge,
-                 budget: int, prefetched: Sequence[tuple[str, str, str]] = ()) -> tuple[dict[str, Any], int]:
+                 budget: int, prefetched: Sequence[tuple[str, str, str]] = (),
+                 count: TokenCounter = estimate_text) -> tuple[dict[str, Any], int]:
     """The turn's context message within its share of the budget: passages take up to a third, whole (they
     answer the question); then the least relevant memories go until the whole is within a third (half with
     passages; the prefetched reads, capped by the engine, stay). Returns the message and how many passages it
     kept."""
-    kept = Knowledge(tuple(_passages_within(knowledge.passages, budget // 3)), knowledge.searched)
+    kept = Knowledge(tuple(_passages_within(knowledge.passages, budget // 3, count)), knowledge.searched)
     context = {"role": "system", "content": turn_context(tenant, now, memories, kept, prefetched)}
-    while memories and estimate_message(context) > (budget // 2 if kept.passages else budget // 3):
+    while memories and estimate_message(context, count) > (budget // 2 if kept.passages else budget // 3):
         memories.pop()
         context = {"role": "system", "content": turn_context(tenant, now, memories, kept, prefetched)}
     return context, len(kept.passages)
 
 
-def history_window(history: Sequence[dict[str, Any]], budget: int, clip: int) -> tuple[list[dict[str, Any]], int]:
+def history_window(history: Sequence[dict[str, Any]], budget: int, clip: int, count: TokenCounter = estimate_text
+                   ) -> tuple[list[dict[str, Any]], int]:
     """The history messages to send (oldest first, each clipped to `clip` tokens) within `budget`, and the index
     of the first row kept. All of them when they fit; otherwise the window starts at the first block boundary
     that fits, blocks being half the budget counted from the oldest row, so the start (and the cacheable prefix)
     moves only when a block is full. The window never starts with an orphan assistant message."""
-    rows = [{"role": r["role"], "content": clip_text(r["body"] or "", clip)} for r in history]
+    rows = [{"role": r["role"], "content": clip_text(r["body"] or "", clip, count)} for r in history]
     cum = [0]
     for message in rows:
-        cum.append(cum[-1] + estimate_message(message))
+        cum.append(cum[-1] + estimate_message(message, count))
     block = max(1, budget // 2)
     fits = next(i for i in range(len(rows) + 1) if cum[-1] - cum[i] <= budget)  # the newest rows that fit
     boundary = next((i for i in range(fits, len(rows)) if i == 0 or cum[i] // block != cum[i - 1] // block), fits)
@@ -170,30 +174,32 @@ def _first_user(rows: Sequence[dict[str, Any]], start: int) -> int:
 def build_prompt(tenant: Tenant, now: datetime, history: Sequence[dict[str, Any]], user_text: str,
                  memories: Sequence[str] = (), budget: int | None = None,
                  knowledge: Knowledge = Knowledge(), *, summary: str = "", history_budget: int | None = None,
-                 small_talk: bool = False, prefetched: Sequence[tuple[str, str, str]] = ()) -> Prompt:
+                 small_talk: bool = False, prefetched: Sequence[tuple[str, str, str]] = (),
+                 count: TokenCounter = estimate_text) -> Prompt:
     """`history` is oldest first, as rows with `role` and `body`: the messages after the summary (the engine
     leaves out what the summary covers). `budget` caps the whole prompt (default `max_context_tokens`);
     `history_budget` caps the history alone (default: what the rest leaves of `budget`). `prefetched`: the reads
     run before the model was asked, as (tool, arguments JSON, result JSON), in the turn's context."""
     budget = budget or tenant.config.max_context_tokens
-    user_text = clip_text(user_text, budget // 2)
+    user_text = clip_text(user_text, budget // 2, count)
     memories = list(memories)
     system = {"role": "system", "content": system_prompt(tenant, small_talk)}
-    context, passages_used = _fit_context(tenant, now, memories, knowledge, budget, prefetched)
+    context, passages_used = _fit_context(tenant, now, memories, knowledge, budget, prefetched, count)
     head = [system]
     if summary:
         head.append({"role": "system", "content": SUMMARY_HEADER + "\n" + summary})
     user = {"role": "user", "content": user_text}
-    fixed = estimate_messages([*head, context, user])
+    fixed = estimate_messages([*head, context, user], count)
     room = max(0, budget - fixed)
     room = room if history_budget is None else min(room, history_budget)
-    kept, start = history_window(history, room, budget // 4)
-    used = fixed + estimate_messages(kept)
+    kept, start = history_window(history, room, budget // 4, count)
+    used = fixed + estimate_messages(kept, count)
     return Prompt([*head, *kept, context, user], len(kept), len(history) - len(kept), used, len(memories),
                   passages_used, start)
 
 
-def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+def fit_messages(messages: Sequence[dict[str, Any]], budget: int, count: TokenCounter = estimate_text
+                 ) -> list[dict[str, Any]]:
     """The messages of one model call, made to fit `budget` tokens (by `shared.conversation.tokens` estimates).
 
     The tool loop appends the model's tool calls and the tools' results to a prompt that fitted when the turn
@@ -203,7 +209,7 @@ def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[s
     prompt and tool-call arguments alone do not (they are never cut: arguments must stay the model's JSON).
     The input list is not changed."""
     out = list(messages)
-    over = estimate_messages(out) - budget
+    over = estimate_messages(out, count) - budget
     if over <= 0:
         return out
     first = 1 if out and out[0].get("role") == "system" else 0
@@ -212,19 +218,19 @@ def fit_messages(messages: Sequence[dict[str, Any]], budget: int) -> list[dict[s
     while first < last_user and out[first].get("role") == "system":  # the summary stays
         first += 1
     while over > 0 and first < last_user and out[first].get("role") != "system":
-        over -= estimate_message(out.pop(first))
+        over -= estimate_message(out.pop(first), count)
         last_user -= 1
         dropped += 1
     while dropped and first < last_user and out[first].get("role") not in ("user", "system"):  # no orphan
-        over -= estimate_message(out.pop(first))
+        over -= estimate_message(out.pop(first), count)
         last_user -= 1
     clippable = [i for i in range(first, len(out)) if isinstance(out[i].get("content"), str)]
     while over > 0 and clippable:
-        i = max(clippable, key=lambda k: estimate_text(out[k]["content"]))  # by tokens: CJK costs more per char
-        before = estimate_text(out[i]["content"])
+        i = max(clippable, key=lambda k: count(out[k]["content"]))  # by tokens: CJK costs more per char
+        before = count(out[i]["content"])
         target = max(MIN_CLIP_TOKENS, before - over)
         if target >= before:
             break  # every text is down to its floor: nothing more can go
-        out[i] = {**out[i], "content": clip_text(out[i]["content"], target)}
-        over -= before - estimate_text(out[i]["content"])
+        out[i] = {**out[i], "content": clip_text(out[i]["content"], target, count)}
+        over -= before - count(out[i]["content"])
     return out
