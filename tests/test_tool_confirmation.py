@@ -108,10 +108,15 @@ def test_a_confirmed_action_runs_at_most_once_when_its_turn_is_redelivered(bot, 
     fake_openai.script({"content": "Cancelled."})
     bot.say(user, "yes", commit=False)                # the worker died before the turn committed
     assert len(cancels(shop, "C-5")) == 1
-    fake_openai.script(says("OK"), says("OK"))
-    bot.say(user, "yes")                              # the redelivered turn: the claim stayed, nothing runs again
+    asked = len(chat_requests(fake_openai))
+    reply = bot.say(user, "yes")                      # the redelivered turn: the claim stayed, nothing runs again
     assert len(cancels(shop, "C-5")) == 1
-    assert [a["status"] for a in bot.pending(user)] == ["running"]
+    assert reply.text.startswith("I started this but was interrupted") and "C-5" in reply.text  # told, honestly
+    assert len(chat_requests(fake_openai)) == asked   # our own words: no model call
+    assert [a["status"] for a in bot.pending(user)] == ["unknown"]
+    later = bot.say(user, "yes")                      # said once; a later yes runs nothing and is a message again
+    assert not later.text.startswith("I started this") and len(cancels(shop, "C-5")) == 1
+    assert [a["status"] for a in bot.pending(user)] == ["unknown"]
 
 
 def test_an_http_tool_the_tenant_lists_waits_for_yes_too(bot, weather_api, fake_openai):

@@ -25,10 +25,12 @@ def propose(conn: psycopg.Connection, user_id: int, tool: str, arguments: dict[s
 
 
 def waiting(conn: psycopg.Connection, user_id: int) -> dict | None:
-    """The user's newest pending action (expired or not), or None."""
+    """The user's newest action still to settle, or None: `pending` (expired or not), or `running`: claimed by a
+    yes whose turn never committed (the per-user turn lock means no other turn of the user runs it now). One
+    index probe per turn (migration 0021)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(f"SELECT {COLUMNS} FROM pending_actions WHERE user_id = %s AND status = 'pending' "
-                           "ORDER BY id DESC LIMIT 1", (user_id,)).fetchone()
+        return cur.execute(f"SELECT {COLUMNS} FROM pending_actions WHERE user_id = %s "
+                           "AND status IN ('pending', 'running') ORDER BY id DESC LIMIT 1", (user_id,)).fetchone()
 
 
 def claim(dsn: str, action_id: int, status: str, now: datetime) -> bool:

@@ -18,8 +18,9 @@ The flow, and what each step guarantees:
    the action runs at most once, even when the turn task is redelivered or two turns race (the conditional UPDATE
    lets one win; the per-user turn lock already keeps them apart). The tool then runs through the registry
    (validated, logged, errors to the model) and its outcome is recorded with the turn. If the worker dies between
-   the claim and the turn's commit, the action is not run again and the row stays `running` (its outcome unknown:
-   the external system is the judge of that).
+   the claim and the turn's commit, the action is not run again: the user's next message (the redelivered yes
+   too) is told that it was started and its outcome is unknown (the external system is the judge of that), once:
+   the row then ends `unknown`.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ ONE_AT_A_TIME = json.dumps({"isError": True, "error": "only one action can wait 
 QUESTION = ("Before I do this, please confirm. I'm about to: {summary}\n"
             "Reply YES to go ahead; any other answer cancels it. (This request expires in {minutes} minutes.)")
 DECLINED = "OK, I've cancelled it and did nothing: {summary}"
+UNKNOWN = ("I started this but was interrupted before I could see how it ended: {summary}. Please check whether it "
+           "went through before asking me again.")
 EXPIRED = "That request expired, so I did not do it: {summary}. Ask me again if you still want it."
 CONFIRMED_NOTE = ("The user confirmed and the action above has now been run; its result follows as data. Tell the "
                   "user the outcome in one or two sentences.")
@@ -95,7 +98,7 @@ def propose(ctx: ToolContext, registry: "ToolRegistry", name: str, raw_arguments
 class Resolution:
     """How the user's message settled their pending action."""
 
-    outcome: str                       # confirmed | declined | expired | cancelled
+    outcome: str                       # confirmed | declined | expired | cancelled | interrupted
     action: dict
     reply: str | None = None           # our own answer (no model call); None: the turn goes on to the model
     result: ToolResult | None = None   # confirmed: the tool's result
@@ -125,6 +128,8 @@ def resolve(ctx: ToolContext, registry: "ToolRegistry", text: str) -> Resolution
     action = pending_actions.waiting(ctx.conn, ctx.user_id)
     if action is None:
         return None
+    if action["status"] == "running":
+        return _interrupted(ctx, action)
     now = ctx.clock()
     outcome, status = _outcome(action, text, now)
     # Committed before anything runs: at most once (see the module docstring, step 3).
@@ -141,6 +146,14 @@ def resolve(ctx: ToolContext, registry: "ToolRegistry", text: str) -> Resolution
     if outcome == "expired" and is_yes(text):
         return Resolution(outcome, action, reply=EXPIRED.format(summary=action["summary"]))
     return Resolution(outcome, action)
+
+
+def _interrupted(ctx: ToolContext, action: dict) -> Resolution:
+    """A confirmed action whose turn died after the claim: never run again; the user is told its outcome is
+    unknown (in this turn's transaction, so a redelivery of this turn says it again rather than never)."""
+    pending_actions.finish(ctx.conn, action["id"], "unknown", "interrupted after the claim", ctx.clock())
+    log.warning("confirmed action interrupted; outcome unknown", extra={"tool": action["tool"]})
+    return Resolution("interrupted", action, reply=UNKNOWN.format(summary=action["summary"]))
 
 
 def done_reply(resolution: Resolution) -> str:
