@@ -5,9 +5,11 @@
 each driven by the scripted fake model (tests/fake_openai.py) through the real engine, tool registry and database."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from mcp_servers import quiet_model, shop  # noqa: F401 (fixtures)
 from mcp_servers import (Bot, Clock, HttpMcpServer, answer_with_tool_result, calls, chat_requests, make_tenant, offered,
                          says, tenant_doc, tool_results)
 from shared.config.tenants import TenantFileError, TenantRegistry, parse_tenants
-from shared.tools.mcp.hub import McpHub, hub
+from shared.tools.mcp.hub import McpHub, hub, refuse_private_address
 from shared.tools.mcp.spec import McpServerSpec
 from workers.runtime import Runtime
 
@@ -239,3 +241,26 @@ def test_mcp_server_mistakes_are_reported_together_with_their_names(settings):
     assert "tenant mcp_bad: mcp_servers[0].name" in text
     assert "tenant mcp_bad2 mcp server crm: url points at a private or loopback address" in text
     assert "tenant mcp_bad3 mcp server both: give either command" in text
+
+
+def test_a_hostname_that_resolves_to_a_private_address_needs_allow_private_network(shop, caplog):
+    """The config refuses literal private hosts; a name is resolved before each connection (this machine's own
+    name resolves to a loopback or private address here)."""
+    host = socket.gethostname()
+    url = shop.url.replace("127.0.0.1", host)
+    assert host not in ("localhost", "127.0.0.1") and url != shop.url
+    own = McpHub()
+    try:
+        with caplog.at_level(logging.WARNING, logger="shared.tools.mcp.hub"):
+            refused = own.connection("mcp_dns", McpServerSpec(name="shop", url=url))
+            own.wait_ready([refused], 20)
+        assert not refused.connected and refused.tools == ()
+        assert any("resolves to a private or loopback address" in str(getattr(r, "error", "")) and
+                   r.mcp_server == "shop" for r in caplog.records)
+    finally:
+        own.close()
+    # with the tenant's allow_private_network the same name passes the check (our MCP test server itself answers
+    # only to 127.0.0.1 and localhost in the Host header: the SDK's DNS-rebinding protection)
+    asyncio.run(refuse_private_address(McpServerSpec(name="shop", url=url, allow_private_network=True)))
+    with pytest.raises(PermissionError, match="allow_private_network"):
+        asyncio.run(refuse_private_address(McpServerSpec(name="shop", url=url)))

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -37,6 +39,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from shared.tools.mcp.spec import McpServerSpec
+from shared.tools.netguard import is_blocked_ip
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class Connection:
         if spec.command:
             # env: the SDK's short list of harmless variables plus the server's own; never our environment
             return StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env))
+        await refuse_private_address(spec)
         http = create_mcp_http_client(headers=dict(spec.headers),
                                       timeout=httpx2.Timeout(spec.timeout_seconds, read=300.0))
         await stack.enter_async_context(http)
@@ -199,6 +203,22 @@ class Connection:
         except Exception as exc:
             self._broken.set()  # the session is suspect: the watcher reconnects
             raise McpUnavailable(f"the {self.spec.name} server failed ({exc.__class__.__name__})") from None
+
+
+async def refuse_private_address(spec: McpServerSpec) -> None:
+    """Unless `allow_private_network`, a URL whose host resolves to a private, loopback or link-local address is
+    refused before each (re)connection (the config check sees literal hosts only; the HTTP tools' guard is the
+    same rule, shared.tools.netguard.is_blocked_ip). PermissionError: the server is down and retried, and the
+    warning says why."""
+    if spec.allow_private_network or not spec.url:
+        return
+    url = httpx2.URL(spec.url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+    blocked = [info[4][0] for info in infos if is_blocked_ip(ipaddress.ip_address(info[4][0].split("%")[0]))]
+    if blocked:
+        raise PermissionError(f"{url.host} resolves to a private or loopback address ({blocked[0]}); set "
+                              "allow_private_network: true if the server is on your own network")
 
 
 def _describe(exc: BaseException) -> str:

@@ -108,7 +108,8 @@ def _private_host(host: str) -> bool:
 
 
 def _check_url(url: Any, allow_private: bool, where: str) -> str:
-    """http(s), a host, no credentials in it; a literal private or loopback host needs allow_private_network."""
+    """http(s), a host, no credentials in it; a literal private or loopback host needs allow_private_network (a
+    name is resolved and checked before each connection: shared.tools.mcp.hub.refuse_private_address)."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{where}: url must be a string")
     url = url.strip()
