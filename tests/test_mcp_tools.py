@@ -261,6 +261,10 @@ def test_a_hostname_that_resolves_to_a_private_address_needs_allow_private_netwo
         own.close()
     # with the tenant's allow_private_network the same name passes the check (our MCP test server itself answers
     # only to 127.0.0.1 and localhost in the Host header: the SDK's DNS-rebinding protection)
-    asyncio.run(refuse_private_address(McpServerSpec(name="shop", url=url, allow_private_network=True)))
+    def check(spec: McpServerSpec) -> None:  # a loop of its own on a thread: the browser tests' loop may run here
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, refuse_private_address(spec)).result()
+
+    check(McpServerSpec(name="shop", url=url, allow_private_network=True))
     with pytest.raises(PermissionError, match="allow_private_network"):
-        asyncio.run(refuse_private_address(McpServerSpec(name="shop", url=url)))
+        check(McpServerSpec(name="shop", url=url))
