@@ -120,14 +120,20 @@ def knowledge_jobs():
     return jsonify({"jobs": jobs, "active": any(j["status"] in ("queued", "running") for j in jobs)})
 
 
+def _document_or_404(conn, document_id: int) -> dict:
+    """The tenant's document row (this tenant's database: another tenant's id is simply not there), else 404."""
+    document = jobs_repo.document_by_id(conn, document_id)
+    if document is None:
+        abort(404)
+    return document
+
+
 @bp.route("/t/<tenant_id>/knowledge/documents/<int:document_id>")
 @signed_in
 def knowledge_document(document_id: int):
     """One document: its row, latest job and chunks in order."""
     with _connection() as conn:
-        document = jobs_repo.document_by_id(conn, document_id)
-        if document is None:
-            abort(404)
+        document = _document_or_404(conn, document_id)
         shown = store_for(g.tenant).show(conn, document["source"]) or {**document, "chunks": []}
         latest = jobs_repo.list_jobs(conn, 1, source=document["source"])
     return render_template("console/knowledge_document.html", title=document["title"] or document["source"],
@@ -139,9 +145,7 @@ def knowledge_document(document_id: int):
 def knowledge_remove(document_id: int):
     """Remove a document and its chunks (the page asks first); the bot stops finding it at once."""
     with _connection() as conn:
-        document = jobs_repo.document_by_id(conn, document_id)
-        if document is None:
-            abort(404)
+        document = _document_or_404(conn, document_id)
         store_for(g.tenant).remove(conn, document["source"])
     return redirect(url_for("console.knowledge", tenant_id=g.tenant.tenant_id, removed=document["title"]
                             or document["source"]), 303)
